@@ -1,0 +1,1 @@
+//! Resource quantities (`250m`, `1Gi`): placeholder, being written.

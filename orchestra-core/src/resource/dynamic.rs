@@ -1,0 +1,115 @@
+//! Objects of kinds known only at run time.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ApiResource, Resource, TypeMeta};
+
+/// An object of any kind, its body kept as JSON: for kinds known only at run time (a custom kind
+/// registered from a definition, a manifest of a kind this program has no type for), and as the
+/// common currency between the decoder and typed code.
+///
+/// Its [`Resource::DynamicType`] is an [`ApiResource`].
+///
+/// # Examples
+///
+/// ```
+/// use orchestra_core::resource::DynamicObject;
+/// use orchestra_core::k8s::api::core::v1::ConfigMap;
+///
+/// let object: DynamicObject = serde_json::from_value(serde_json::json!({
+///     "apiVersion": "v1",
+///     "kind": "ConfigMap",
+///     "metadata": {"name": "settings"},
+///     "data": {"mode": "fast"},
+/// }))?;
+/// assert_eq!(object.data["data"]["mode"], "fast");
+///
+/// let config_map: ConfigMap = object.try_parse()?;
+/// assert_eq!(config_map.data.unwrap()["mode"], "fast");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DynamicObject {
+    /// `apiVersion` and `kind`, when the object carries them.
+    #[serde(flatten, default)]
+    pub types: Option<TypeMeta>,
+    /// The object's metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Every other field (`spec`, `status`, `data`, ...), as JSON.
+    #[serde(flatten)]
+    pub data: Value,
+}
+
+/// A [`DynamicObject`] could not become the typed object asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the object as the kind asked for: {0}")]
+pub struct ParseDynamicObjectError(#[from] serde_json::Error);
+
+impl DynamicObject {
+    /// An empty object of the given kind, named `name`.
+    pub fn new(name: &str, resource: &ApiResource) -> DynamicObject {
+        DynamicObject {
+            types: Some(TypeMeta {
+                api_version: resource.api_version.clone(),
+                kind: resource.kind.clone(),
+            }),
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            data: Value::Object(serde_json::Map::new()),
+        }
+    }
+
+    /// The object as the typed kind `K`.
+    pub fn try_parse<K: DeserializeOwned>(&self) -> Result<K, ParseDynamicObjectError> {
+        Ok(serde_json::from_value(serde_json::to_value(self)?)?)
+    }
+
+    /// A typed object as a dynamic one.
+    pub fn from_typed<K: Serialize>(object: &K) -> Result<DynamicObject, ParseDynamicObjectError> {
+        Ok(serde_json::from_value(serde_json::to_value(object)?)?)
+    }
+}
+
+impl Resource for DynamicObject {
+    type DynamicType = ApiResource;
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.kind)
+    }
+
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.group)
+    }
+
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.version)
+    }
+
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.api_version)
+    }
+
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.plural)
+    }
+
+    fn namespaced(dt: &ApiResource) -> bool {
+        dt.namespaced
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}

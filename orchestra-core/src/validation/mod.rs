@@ -1,0 +1,25 @@
+//! Validation: every check Kubernetes makes of an object before it is stored, reported together.
+//!
+//! [`Validate`] is implemented for every built-in kind, following Kubernetes' own validation
+//! (`pkg/apis/*/validation`): names and metadata, required fields, unique names, port ranges,
+//! selectors that match their templates, rolling-update parameters, probes, resources. A custom kind
+//! gets the metadata checks and its own hook (see [`crate::resource::custom`]).
+//!
+//! Validation never stops at the first problem: [`Validate::validate`] returns an
+//! [`ErrorList`](field::ErrorList) with one [`field::Error`] per problem, each with its field path;
+//! [`crate::status::StatusError::invalid`] turns that list into a Kubernetes `Status`.
+//!
+//! Validation expects a defaulted object ([`crate::defaulting::SetDefaults`]), as Kubernetes
+//! validates after defaulting.
+
+pub mod field;
+pub mod meta;
+pub mod names;
+
+use field::ErrorList;
+
+/// An object that can check itself the way Kubernetes checks it on create.
+pub trait Validate {
+    /// Every problem with this object; empty when it is valid.
+    fn validate(&self) -> ErrorList;
+}

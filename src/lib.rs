@@ -1,0 +1,2 @@
+//! Orchestra: container orchestration as a Rust SDK.
+pub use orchestra_core as core;
