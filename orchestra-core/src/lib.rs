@@ -25,9 +25,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod defaulting;
+pub mod manifest;
 pub mod quantity;
 pub mod resource;
+pub mod schema;
+pub mod scheme;
 pub mod selector;
+pub mod status;
 pub mod validation;
 
 /// The Kubernetes API types (k8s-openapi, API version 1.33), re-exported so that users name the

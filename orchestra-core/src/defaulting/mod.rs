@@ -11,3 +11,104 @@ pub trait SetDefaults {
     /// Fills in every default; values already set are kept.
     fn set_defaults(&mut self);
 }
+
+pub mod pod;
+pub mod service;
+pub mod workload;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Namespace, NamespaceStatus, Node, Secret, ServiceAccount,
+};
+
+/// The label every Namespace carries with its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+impl SetDefaults for Namespace {
+    /// Labels the namespace with its name (`kubernetes.io/metadata.name`) and starts it `Active`.
+    fn set_defaults(&mut self) {
+        if let Some(name) = self.metadata.name.clone().filter(|n| !n.is_empty()) {
+            self.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(NAMESPACE_NAME_LABEL.to_owned(), name);
+        }
+        self.status
+            .get_or_insert_with(NamespaceStatus::default)
+            .phase
+            .get_or_insert_with(|| "Active".to_owned());
+    }
+}
+
+impl SetDefaults for Node {
+    /// A node whose status reports a capacity but no allocatable resources can allocate all of its
+    /// capacity.
+    fn set_defaults(&mut self) {
+        if let Some(status) = &mut self.status
+            && status.allocatable.is_none()
+        {
+            status.allocatable.clone_from(&status.capacity);
+        }
+    }
+}
+
+impl SetDefaults for Secret {
+    /// `type: Opaque`, and `stringData` (write-only) merged into `data`, as Kubernetes stores it.
+    fn set_defaults(&mut self) {
+        self.type_.get_or_insert_with(|| "Opaque".to_owned());
+        if let Some(string_data) = self.string_data.take() {
+            let data = self.data.get_or_insert_with(Default::default);
+            for (key, value) in string_data {
+                data.insert(key, ByteString(value.into_bytes()));
+            }
+        }
+    }
+}
+
+/// Kinds Kubernetes sets no defaults on.
+macro_rules! no_defaults {
+    ($($ty:ty),*) => {
+        $(
+            impl SetDefaults for $ty {
+                /// Kubernetes has no defaults for this kind.
+                fn set_defaults(&mut self) {}
+            }
+        )*
+    };
+}
+
+no_defaults!(ConfigMap, ServiceAccount, Event, Lease);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn namespaces_are_labelled_with_their_name() {
+        let mut namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some("shop".into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        namespace.set_defaults();
+        assert_eq!(namespace.metadata.labels.unwrap()[NAMESPACE_NAME_LABEL], "shop");
+        assert_eq!(namespace.status.unwrap().phase.as_deref(), Some("Active"));
+    }
+
+    #[test]
+    fn secret_string_data_is_merged() {
+        let mut secret = Secret {
+            string_data: Some(BTreeMap::from([("user".to_owned(), "admin".to_owned())])),
+            ..Secret::default()
+        };
+        secret.set_defaults();
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+        assert!(secret.string_data.is_none());
+        assert_eq!(secret.data.unwrap()["user"].0, b"admin");
+    }
+}

@@ -209,7 +209,7 @@ impl ApiResource {
             version: version.to_owned(),
             api_version,
             kind: kind.to_owned(),
-            plural: plural.map_or_else(|| guess_plural(kind), str::to_owned),
+            plural: plural.map_or_else(|| default_plural(kind), str::to_owned),
             namespaced,
         }
     }
@@ -225,8 +225,13 @@ impl ApiResource {
     }
 }
 
-/// Kubernetes' guess at a kind's plural, as `kubectl` and the CRD tooling make it.
-fn guess_plural(kind: &str) -> String {
+/// Kubernetes' guess at a kind's plural, as `kubectl` and the CRD tooling make it: the lower-case
+/// kind plus `s`, `es` (after s, x, z, ch, sh) or `ies` (for a consonant and y).
+///
+/// ```
+/// assert_eq!(orchestra_core::resource::default_plural("NetworkPolicy"), "networkpolicies");
+/// ```
+pub fn default_plural(kind: &str) -> String {
     let lower = kind.to_ascii_lowercase();
     if lower.is_empty() {
         return lower;
@@ -287,11 +292,11 @@ mod tests {
 
     #[test]
     fn plurals_follow_kubernetes() {
-        assert_eq!(guess_plural("CronTab"), "crontabs");
-        assert_eq!(guess_plural("Policy"), "policies");
-        assert_eq!(guess_plural("Gateway"), "gateways");
-        assert_eq!(guess_plural("Ingress"), "ingresses");
-        assert_eq!(guess_plural("Box"), "boxes");
+        assert_eq!(default_plural("CronTab"), "crontabs");
+        assert_eq!(default_plural("Policy"), "policies");
+        assert_eq!(default_plural("Gateway"), "gateways");
+        assert_eq!(default_plural("Ingress"), "ingresses");
+        assert_eq!(default_plural("Box"), "boxes");
     }
 
     #[test]

@@ -12,9 +12,22 @@
 //! Validation expects a defaulted object ([`crate::defaulting::SetDefaults`]), as Kubernetes
 //! validates after defaulting.
 
+mod config;
+mod event;
 pub mod field;
+mod lease;
 pub mod meta;
+mod namespace;
 pub mod names;
+mod node;
+pub mod pod;
+mod service;
+mod workload;
+
+pub use config::{MAX_DATA_SIZE, SERVICE_ACCOUNT_NAME_ANNOTATION};
+pub use event::EVENT_TYPES;
+pub use node::TAINT_EFFECTS;
+pub use service::SERVICE_TYPES;
 
 use field::ErrorList;
 

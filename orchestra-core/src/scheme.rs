@@ -1,0 +1,501 @@
+//! The scheme: which kinds exist, and how an object of each is decoded, defaulted and validated.
+//!
+//! Like Kubernetes' `runtime.Scheme`, a [`Scheme`] maps `apiVersion` and `kind` to a kind it
+//! knows. [`Scheme::default`] knows the built-in kinds; [`Scheme::register`] adds custom kinds
+//! (`#[derive(CustomResource)]` types), and [`Scheme::register_dynamic`] adds kinds known only at
+//! run time, whose objects stay [`DynamicObject`]s.
+//!
+//! [`Scheme::decode`] takes a manifest [`Document`] through the whole pipeline a create request
+//! takes in Kubernetes, and reports every problem of the document together:
+//!
+//! 1. the document must be an object with `apiVersion` and `kind`, of a kind the scheme knows;
+//! 2. strict decoding into the kind's type: a value of the wrong type stops here, with its path;
+//!    every field the kind does not have and every key written twice is reported (Kubernetes'
+//!    strict field validation, `kubectl`'s default);
+//! 3. defaulting ([`SetDefaults`]), then validation ([`Validate`]).
+//!
+//! Each problem carries its field path and, for YAML, the line and column it was written at.
+//!
+//! # Examples
+//!
+//! ```
+//! use orchestra_core::manifest;
+//! use orchestra_core::scheme::Scheme;
+//!
+//! let text = "\
+//! apiVersion: apps/v1
+//! kind: Deployment
+//! metadata:
+//!   name: web
+//! spec:
+//!   replicas: -1
+//!   selector:
+//!     matchLabels: {app: web}
+//!   template:
+//!     metadata:
+//!       labels: {app: api}
+//!     spec:
+//!       containers:
+//!       - name: web
+//!         image: nginx
+//!         imagePort: 80
+//! ";
+//! let scheme = Scheme::default();
+//! let document = &manifest::parse_all(text)?[0];
+//! let error = scheme.decode(document).unwrap_err();
+//! let fields: Vec<String> = error.problems.iter().map(|p| p.error.field.to_string()).collect();
+//! assert_eq!(
+//!     fields,
+//!     [
+//!         "spec.template.spec.containers[0].imagePort",
+//!         "spec.replicas",
+//!         "spec.template.metadata.labels",
+//!     ]
+//! );
+//! assert_eq!(error.problems[0].position.map(|p| p.line), Some(16));
+//! # Ok::<(), manifest::SyntaxError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use schemars::{JsonSchema, Schema};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::defaulting::SetDefaults;
+use crate::manifest::{Document, Position, path_from_serde};
+use crate::resource::builtin::builtin_resources;
+use crate::resource::{ApiResource, DynamicObject, Resource};
+use crate::status::StatusError;
+use crate::validation::Validate;
+use crate::validation::field::{Error, ErrorList, ErrorType, Path};
+use crate::validation::meta::{NameRule, validate_object_meta};
+
+/// How the detail of a key written twice in a YAML mapping starts.
+const DUPLICATE_FIELD: &str = "duplicate field";
+
+/// A kind the scheme can decode, default and validate: the built-in kinds and custom kinds made
+/// with `#[derive(CustomResource)]` all are.
+pub trait Kind:
+    Resource<DynamicType = ()>
+    + Serialize
+    + DeserializeOwned
+    + JsonSchema
+    + SetDefaults
+    + Validate
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Kind for K where
+    K: Resource<DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + JsonSchema
+        + SetDefaults
+        + Validate
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// What the scheme does with objects of one kind, type-erased.
+trait Codec: Send + Sync {
+    /// Strict decoding, defaulting and validation: the defaulted object, and every problem.
+    fn decode(&self, value: &Value) -> (Option<Value>, ErrorList);
+
+    /// The kind's JSON schema, with its definitions.
+    fn schema(&self) -> Schema;
+}
+
+struct TypedCodec<K>(PhantomData<fn() -> K>);
+
+impl<K: Kind> Codec for TypedCodec<K> {
+    fn decode(&self, value: &Value) -> (Option<Value>, ErrorList) {
+        let mut object: K = match serde_path_to_error::deserialize(value) {
+            Ok(object) => object,
+            Err(error) => {
+                let path = path_from_serde(error.path());
+                let message = error.into_inner().to_string();
+                return (None, vec![Error::type_invalid(&path, &message)]);
+            }
+        };
+        let mut errors = ErrorList::new();
+        match serde_json::to_value(&object) {
+            Ok(decoded) => unknown_fields(value, &decoded, &Path::root(), &mut errors),
+            Err(error) => errors.push(Error::internal(&Path::root(), &error.to_string())),
+        }
+        object.set_defaults();
+        errors.extend(object.validate());
+        match serde_json::to_value(&object) {
+            Ok(defaulted) => (Some(defaulted), errors),
+            Err(error) => {
+                errors.push(Error::internal(&Path::root(), &error.to_string()));
+                (None, errors)
+            }
+        }
+    }
+
+    fn schema(&self) -> Schema {
+        crate::schema::schema_for::<K>()
+    }
+}
+
+/// Objects of a kind known only at run time: their metadata is decoded strictly and checked, the
+/// rest is kept as written.
+struct DynamicCodec {
+    namespaced: bool,
+}
+
+impl Codec for DynamicCodec {
+    fn decode(&self, value: &Value) -> (Option<Value>, ErrorList) {
+        let object: DynamicObject = match serde_path_to_error::deserialize(value) {
+            Ok(object) => object,
+            Err(error) => {
+                let path = path_from_serde(error.path());
+                let message = error.into_inner().to_string();
+                return (None, vec![Error::type_invalid(&path, &message)]);
+            }
+        };
+        let mut errors = ErrorList::new();
+        if let (Some(written), Ok(decoded)) =
+            (value.get("metadata"), serde_json::to_value(&object.metadata))
+        {
+            unknown_fields(written, &decoded, &Path::new("metadata"), &mut errors);
+        }
+        errors.extend(validate_object_meta(
+            &object.metadata,
+            self.namespaced,
+            NameRule::DnsSubdomain,
+            &Path::new("metadata"),
+        ));
+        (Some(value.clone()), errors)
+    }
+
+    fn schema(&self) -> Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
+    }
+}
+
+/// Every field of `written` that `decoded` (the same object after a round trip through its type)
+/// lost: the fields the type does not have. Null values are absent values, not unknown fields.
+fn unknown_fields(written: &Value, decoded: &Value, path: &Path, errors: &mut ErrorList) {
+    match (written, decoded) {
+        (Value::Object(written), Value::Object(decoded)) => {
+            for (name, value) in written {
+                match decoded.get(name) {
+                    Some(decoded_value) => {
+                        unknown_fields(value, decoded_value, &path.child(name), errors);
+                    }
+                    None if value.is_null() => {}
+                    None => errors.push(Error::unknown_field(&path.child(name))),
+                }
+            }
+        }
+        (Value::Array(written), Value::Array(decoded)) => {
+            for (i, (value, decoded_value)) in written.iter().zip(decoded).enumerate() {
+                unknown_fields(value, decoded_value, &path.index(i), errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+struct Registration {
+    resource: ApiResource,
+    codec: Arc<dyn Codec>,
+}
+
+/// The registry of kinds: see the [module documentation](self).
+pub struct Scheme {
+    kinds: BTreeMap<(String, String), Registration>,
+}
+
+impl fmt::Debug for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.kinds.keys().map(|(api_version, kind)| format!("{api_version}/{kind}")))
+            .finish()
+    }
+}
+
+impl Default for Scheme {
+    /// A scheme that knows every built-in kind.
+    fn default() -> Scheme {
+        use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+        use k8s_openapi::api::coordination::v1::Lease;
+        use k8s_openapi::api::core::v1::{
+            ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret,
+            Service, ServiceAccount,
+        };
+        let mut scheme = Scheme::empty();
+        scheme.register::<Pod>();
+        scheme.register::<Node>();
+        scheme.register::<Namespace>();
+        scheme.register::<Service>();
+        scheme.register::<Endpoints>();
+        scheme.register::<ServiceAccount>();
+        scheme.register::<Secret>();
+        scheme.register::<ConfigMap>();
+        scheme.register::<Event>();
+        scheme.register::<ReplicationController>();
+        scheme.register::<ReplicaSet>();
+        scheme.register::<Deployment>();
+        scheme.register::<Lease>();
+        debug_assert_eq!(scheme.kinds.len(), builtin_resources().len());
+        scheme
+    }
+}
+
+impl Scheme {
+    /// A scheme that knows no kind.
+    pub fn empty() -> Scheme {
+        Scheme {
+            kinds: BTreeMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) a typed kind: a built-in one or a `#[derive(CustomResource)]` type.
+    pub fn register<K: Kind>(&mut self) -> &mut Scheme {
+        self.insert(
+            ApiResource::of::<K>(),
+            Arc::new(TypedCodec::<K>(PhantomData)),
+        )
+    }
+
+    /// Adds (or replaces) a kind known only at run time; its objects decode as
+    /// [`DynamicObject`]s whose metadata is checked.
+    pub fn register_dynamic(&mut self, resource: ApiResource) -> &mut Scheme {
+        let codec = Arc::new(DynamicCodec {
+            namespaced: resource.namespaced,
+        });
+        self.insert(resource, codec)
+    }
+
+    fn insert(&mut self, resource: ApiResource, codec: Arc<dyn Codec>) -> &mut Scheme {
+        let key = (resource.api_version.clone(), resource.kind.clone());
+        self.kinds.insert(key, Registration { resource, codec });
+        self
+    }
+
+    /// The kind registered for `apiVersion` and `kind`.
+    pub fn resource(&self, api_version: &str, kind: &str) -> Option<&ApiResource> {
+        self.kinds
+            .get(&(api_version.to_owned(), kind.to_owned()))
+            .map(|registration| &registration.resource)
+    }
+
+    /// Every registered kind, ordered by `apiVersion` then kind.
+    pub fn resources(&self) -> impl Iterator<Item = &ApiResource> {
+        self.kinds.values().map(|registration| &registration.resource)
+    }
+
+    /// The JSON schema of a registered kind (with its definitions under `$defs`).
+    pub fn schema(&self, api_version: &str, kind: &str) -> Option<Schema> {
+        let registration = self.kinds.get(&(api_version.to_owned(), kind.to_owned()))?;
+        Some(registration.codec.schema())
+    }
+
+    /// Decodes one manifest document strictly, defaults it and validates it; see the
+    /// [module documentation](self). On success the object is defaulted.
+    pub fn decode(&self, document: &Document) -> Result<Decoded, DecodeError> {
+        let fail = |resource: Option<ApiResource>, errors: ErrorList| {
+            Err(DecodeError::new(document, resource, errors))
+        };
+        let Value::Object(fields) = &document.value else {
+            let error = Error::type_invalid(&Path::root(), "a manifest document must be an object");
+            return fail(None, vec![error]);
+        };
+        let api_version = fields.get("apiVersion").and_then(Value::as_str);
+        let kind = fields.get("kind").and_then(Value::as_str);
+        let (api_version, kind) = match (api_version, kind) {
+            (Some(api_version), Some(kind)) if !api_version.is_empty() && !kind.is_empty() => {
+                (api_version, kind)
+            }
+            _ => {
+                let mut errors = ErrorList::new();
+                if api_version.is_none_or(str::is_empty) {
+                    errors.push(Error::required(&Path::new("apiVersion"), "Object 'apiVersion' is missing"));
+                }
+                if kind.is_none_or(str::is_empty) {
+                    errors.push(Error::required(&Path::new("kind"), "Object 'kind' is missing"));
+                }
+                return fail(None, errors);
+            }
+        };
+        let Some(registration) = self.kinds.get(&(api_version.to_owned(), kind.to_owned())) else {
+            return fail(None, vec![self.unknown_kind(api_version, kind)]);
+        };
+        let (decoded, mut errors) = registration.codec.decode(&document.value);
+        errors.splice(
+            0..0,
+            document
+                .duplicates
+                .iter()
+                .map(|path| Error {
+                    detail: format!("{DUPLICATE_FIELD} {:?}", path.to_string()),
+                    ..Error::duplicate(path, Value::Null)
+                }),
+        );
+        match decoded {
+            Some(value) if errors.is_empty() => match serde_json::from_value(value) {
+                Ok(object) => Ok(Decoded {
+                    index: document.index,
+                    item: document.item,
+                    resource: registration.resource.clone(),
+                    object,
+                }),
+                Err(error) => fail(
+                    Some(registration.resource.clone()),
+                    vec![Error::internal(&Path::root(), &error.to_string())],
+                ),
+            },
+            _ => fail(Some(registration.resource.clone()), errors),
+        }
+    }
+
+    /// Decodes one document as the kind `K` (which must be registered and match the document).
+    pub fn decode_as<K: Kind>(&self, document: &Document) -> Result<K, DecodeError> {
+        let decoded = self.decode(document)?;
+        let resource = ApiResource::of::<K>();
+        if decoded.resource != resource {
+            let error = Error::invalid(
+                &Path::new("kind"),
+                decoded.resource.kind.as_str(),
+                &format!("expected {} {}", resource.api_version, resource.kind),
+            );
+            return Err(DecodeError::new(document, Some(decoded.resource), vec![error]));
+        }
+        decoded.object.try_parse().map_err(|error| {
+            DecodeError::new(
+                document,
+                Some(resource),
+                vec![Error::internal(&Path::root(), &error.to_string())],
+            )
+        })
+    }
+
+    fn unknown_kind(&self, api_version: &str, kind: &str) -> Error {
+        let known: Vec<&str> = self
+            .kinds
+            .keys()
+            .filter(|(_, k)| k == kind)
+            .map(|(v, _)| v.as_str())
+            .collect();
+        let mut detail = format!("no kind {kind:?} is registered for version {api_version:?}");
+        if !known.is_empty() {
+            detail.push_str(&format!(" (it is registered for {})", known.join(", ")));
+        }
+        Error {
+            kind: ErrorType::NotSupported,
+            ..Error::invalid(&Path::new("kind"), kind, &detail)
+        }
+    }
+}
+
+/// A document decoded, defaulted and validated.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    /// Index of the document in its manifest.
+    pub index: usize,
+    /// Index in its `List`, for a list item.
+    pub item: Option<usize>,
+    /// The object's kind.
+    pub resource: ApiResource,
+    /// The defaulted object.
+    pub object: DynamicObject,
+}
+
+/// One problem of a document: a field error, and where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// What is wrong and where in the object.
+    pub error: Error,
+    /// Where in the text, for YAML.
+    pub position: Option<Position>,
+}
+
+/// Everything wrong with one document.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub struct DecodeError {
+    /// Index of the document in its manifest.
+    pub index: usize,
+    /// Index in its `List`, for a list item.
+    pub item: Option<usize>,
+    /// The document's kind, when the scheme knows it.
+    pub resource: Option<ApiResource>,
+    /// The kind as written, when there is one.
+    pub kind: Option<String>,
+    /// The object's name as written, when there is one.
+    pub name: Option<String>,
+    /// Every problem, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+impl DecodeError {
+    fn new(document: &Document, resource: Option<ApiResource>, errors: ErrorList) -> DecodeError {
+        let value = &document.value;
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .or_else(|| value.pointer("/metadata/generateName").and_then(Value::as_str));
+        DecodeError {
+            index: document.index,
+            item: document.item,
+            resource,
+            kind: value.get("kind").and_then(Value::as_str).map(str::to_owned),
+            name: name.map(str::to_owned),
+            problems: errors
+                .into_iter()
+                .map(|error| Problem {
+                    position: document.position_of(&error.field),
+                    error,
+                })
+                .collect(),
+        }
+    }
+
+    /// The `Status` a create request with this document would get: 422 Invalid when the kind is
+    /// known and every problem is a validation problem, 400 BadRequest otherwise.
+    pub fn to_status_error(&self) -> StatusError {
+        let errors: Vec<Error> = self.problems.iter().map(|p| p.error.clone()).collect();
+        let decoding = errors.iter().any(|e| {
+            matches!(e.kind, ErrorType::TypeInvalid | ErrorType::UnknownField)
+                || (e.kind == ErrorType::Duplicate && e.detail.starts_with(DUPLICATE_FIELD))
+        });
+        match &self.resource {
+            Some(resource) if !decoding => {
+                StatusError::invalid(resource, self.name.as_deref().unwrap_or_default(), &errors)
+            }
+            _ => StatusError::bad_request(self.to_string(), &errors),
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}: ",
+            self.kind.as_deref().unwrap_or("<no kind>"),
+            self.name.as_deref().unwrap_or("<no name>")
+        )?;
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}", problem.error)?;
+        }
+        Ok(())
+    }
+}

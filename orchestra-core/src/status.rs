@@ -1,0 +1,203 @@
+//! Errors shaped as Kubernetes `Status` objects.
+//!
+//! Every error Orchestra's API returns — a request that fails validation, an object that does not
+//! exist, a conflicting update — is a [`StatusError`]: an HTTP code, a machine-readable
+//! [`StatusReason`], a message, and details that name the object and list one cause per field
+//! problem. [`StatusError::to_status`] gives the `Status` object Kubernetes clients expect.
+//!
+//! # Examples
+//!
+//! ```
+//! use orchestra_core::k8s::api::apps::v1::Deployment;
+//! use orchestra_core::resource::ApiResource;
+//! use orchestra_core::status::{StatusError, StatusReason};
+//! use orchestra_core::validation::field::{Error, Path};
+//!
+//! let replicas = Path::new("spec").child("replicas");
+//! let error = StatusError::invalid(
+//!     &ApiResource::of::<Deployment>(),
+//!     "web",
+//!     &[Error::invalid(&replicas, -1, "must be greater than or equal to 0")],
+//! );
+//! assert_eq!(error.code, 422);
+//! assert_eq!(error.reason, StatusReason::Invalid);
+//! assert_eq!(
+//!     error.message,
+//!     "Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0"
+//! );
+//! let status = error.to_status();
+//! let cause = &status.details.unwrap().causes.unwrap()[0];
+//! assert_eq!(cause.field.as_deref(), Some("spec.replicas"));
+//! ```
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
+
+use crate::resource::ApiResource;
+use crate::validation::field;
+
+/// Why a request failed, as Kubernetes' `metav1.StatusReason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StatusReason {
+    /// The request itself is malformed (400).
+    BadRequest,
+    /// The object failed validation (422).
+    Invalid,
+    /// The object does not exist (404).
+    NotFound,
+    /// The object already exists (409).
+    AlreadyExists,
+    /// The update conflicts with the stored object (409).
+    Conflict,
+    /// The requested revision is gone (410).
+    Expired,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// The caller is not authenticated (401).
+    Unauthorized,
+    /// The method is not supported on this resource (405).
+    MethodNotAllowed,
+    /// The request timed out (504).
+    Timeout,
+    /// Too many requests (429).
+    TooManyRequests,
+    /// The server failed (500).
+    InternalError,
+    /// The server cannot serve the request now (503).
+    ServiceUnavailable,
+}
+
+impl StatusReason {
+    /// The reason as Kubernetes spells it in a `Status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusReason::BadRequest => "BadRequest",
+            StatusReason::Invalid => "Invalid",
+            StatusReason::NotFound => "NotFound",
+            StatusReason::AlreadyExists => "AlreadyExists",
+            StatusReason::Conflict => "Conflict",
+            StatusReason::Expired => "Expired",
+            StatusReason::Forbidden => "Forbidden",
+            StatusReason::Unauthorized => "Unauthorized",
+            StatusReason::MethodNotAllowed => "MethodNotAllowed",
+            StatusReason::Timeout => "Timeout",
+            StatusReason::TooManyRequests => "TooManyRequests",
+            StatusReason::InternalError => "InternalError",
+            StatusReason::ServiceUnavailable => "ServiceUnavailable",
+        }
+    }
+
+    /// The HTTP code that goes with the reason.
+    pub fn code(self) -> u16 {
+        match self {
+            StatusReason::BadRequest => 400,
+            StatusReason::Unauthorized => 401,
+            StatusReason::Forbidden => 403,
+            StatusReason::NotFound => 404,
+            StatusReason::MethodNotAllowed => 405,
+            StatusReason::AlreadyExists | StatusReason::Conflict => 409,
+            StatusReason::Expired => 410,
+            StatusReason::Invalid => 422,
+            StatusReason::TooManyRequests => 429,
+            StatusReason::InternalError => 500,
+            StatusReason::ServiceUnavailable => 503,
+            StatusReason::Timeout => 504,
+        }
+    }
+}
+
+impl fmt::Display for StatusReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed request, as Kubernetes reports it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct StatusError {
+    /// HTTP status code.
+    pub code: u16,
+    /// Machine-readable reason.
+    pub reason: StatusReason,
+    /// Human-readable message.
+    pub message: String,
+    /// The object concerned and the field causes, when there are any.
+    pub details: Option<StatusDetails>,
+}
+
+impl StatusError {
+    /// A failure with no details.
+    pub fn new(reason: StatusReason, message: impl Into<String>) -> StatusError {
+        StatusError {
+            code: reason.code(),
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// An object that failed validation (422 Invalid), with one cause per field error, worded as
+    /// Kubernetes words it: `Deployment.apps "web" is invalid: [spec.replicas: ..., ...]`.
+    pub fn invalid(resource: &ApiResource, name: &str, errors: &[field::Error]) -> StatusError {
+        let summary = match errors {
+            [one] => one.to_string(),
+            many => format!(
+                "[{}]",
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        StatusError {
+            code: StatusReason::Invalid.code(),
+            reason: StatusReason::Invalid,
+            message: format!(
+                "{} {name:?} is invalid: {summary}",
+                resource.qualified_kind()
+            ),
+            details: Some(StatusDetails {
+                group: Some(resource.group.clone()),
+                kind: Some(resource.kind.clone()),
+                name: Some(name.to_owned()),
+                causes: Some(errors.iter().map(cause).collect()),
+                ..StatusDetails::default()
+            }),
+        }
+    }
+
+    /// A malformed request (400 BadRequest), with field causes when there are any (strict decoding
+    /// reports unknown fields this way).
+    pub fn bad_request(message: impl Into<String>, errors: &[field::Error]) -> StatusError {
+        StatusError {
+            details: (!errors.is_empty()).then(|| StatusDetails {
+                causes: Some(errors.iter().map(cause).collect()),
+                ..StatusDetails::default()
+            }),
+            ..StatusError::new(StatusReason::BadRequest, message)
+        }
+    }
+
+    /// The `Status` object of this error.
+    pub fn to_status(&self) -> Status {
+        Status {
+            code: Some(i32::from(self.code)),
+            details: self.details.clone(),
+            message: Some(self.message.clone()),
+            reason: Some(self.reason.as_str().to_owned()),
+            status: Some("Failure".to_owned()),
+            ..Status::default()
+        }
+    }
+}
+
+fn cause(error: &field::Error) -> StatusCause {
+    StatusCause {
+        field: Some(error.field.to_string()),
+        message: Some(error.body()),
+        reason: Some(error.kind.cause_type().to_owned()),
+    }
+}

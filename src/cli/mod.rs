@@ -1,0 +1,30 @@
+//! Command-line interface of the `orchestra` binary.
+
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Orchestra: container orchestration, the Kubernetes model as a Rust SDK.
+#[derive(Debug, Parser)]
+#[command(name = "orchestra", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check manifests offline: decode, default and validate them as the API server would.
+    Validate(validate::ValidateArgs),
+}
+
+impl Cli {
+    /// Runs the command and returns the process's exit code.
+    pub(crate) fn run(self) -> ExitCode {
+        match self.command {
+            Command::Validate(args) => validate::run(&args),
+        }
+    }
+}
