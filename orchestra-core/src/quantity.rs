@@ -435,11 +435,11 @@ impl Quantity {
         let per_unit = NANOS_PER_UNIT.unsigned_abs();
         if self.format == Format::BinarySI
             && magnitude >= 1024 * per_unit
-            && magnitude % per_unit == 0
+            && magnitude.is_multiple_of(per_unit)
         {
             let mut units = magnitude / per_unit;
             let mut power = 0;
-            while units >= 1024 && units % 1024 == 0 && power < BINARY_SUFFIXES.len() {
+            while units >= 1024 && units.is_multiple_of(1024) && power < BINARY_SUFFIXES.len() {
                 units /= 1024;
                 power += 1;
             }
@@ -452,7 +452,7 @@ impl Quantity {
         // Decimal: drop the trailing zeros, then lower the exponent to a multiple of three.
         let mut mantissa = magnitude;
         let mut exponent: i32 = -9;
-        while mantissa % 10 == 0 {
+        while mantissa.is_multiple_of(10) {
             mantissa /= 10;
             exponent += 1;
         }

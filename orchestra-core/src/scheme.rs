@@ -117,21 +117,64 @@ trait Codec: Send + Sync {
 
 struct TypedCodec<K>(PhantomData<fn() -> K>);
 
+/// Strict decoding of a JSON object as `K`: the object, or the type error that stopped it; and
+/// every field `K` does not have.
+fn strict<K: Serialize + DeserializeOwned>(value: &Value) -> (Option<K>, ErrorList) {
+    let object: K = match serde_path_to_error::deserialize(value) {
+        Ok(object) => object,
+        Err(error) => {
+            let path = path_from_serde(error.path());
+            let message = error.into_inner().to_string();
+            return (None, vec![Error::type_invalid(&path, &message)]);
+        }
+    };
+    let mut errors = ErrorList::new();
+    match serde_json::to_value(&object) {
+        Ok(decoded) => unknown_fields(value, &decoded, &Path::root(), &mut errors),
+        Err(error) => errors.push(Error::internal(&Path::root(), &error.to_string())),
+    }
+    (Some(object), errors)
+}
+
+/// Decodes a document strictly as `K`, without defaulting or validating it: a value of the wrong
+/// type, a field `K` does not have and a key written twice are problems. This is how typed code
+/// reads a manifest of a kind it knows; [`Scheme::decode`] goes on to default and validate.
+///
+/// ```
+/// use orchestra_core::k8s::api::core::v1::ConfigMap;
+/// use orchestra_core::{manifest, scheme};
+///
+/// let documents = manifest::parse_all("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: v}\n")?;
+/// let config_map: ConfigMap = scheme::decode_strict(&documents[0]).unwrap();
+/// assert_eq!(config_map.data.unwrap()["k"], "v");
+///
+/// let documents = manifest::parse_all("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndatta: {}\n")?;
+/// let error = scheme::decode_strict::<ConfigMap>(&documents[0]).unwrap_err();
+/// assert_eq!(error.problems[0].error.field.to_string(), "datta");
+/// # Ok::<(), manifest::SyntaxError>(())
+/// ```
+pub fn decode_strict<K: Serialize + DeserializeOwned>(document: &Document) -> Result<K, DecodeError> {
+    let (object, mut errors) = strict::<K>(&document.value);
+    errors.splice(0..0, duplicate_errors(document));
+    match object {
+        Some(object) if errors.is_empty() => Ok(object),
+        _ => Err(DecodeError::new(document, None, errors)),
+    }
+}
+
+fn duplicate_errors(document: &Document) -> impl Iterator<Item = Error> + '_ {
+    document.duplicates.iter().map(|path| Error {
+        detail: format!("{DUPLICATE_FIELD} {:?}", path.to_string()),
+        ..Error::duplicate(path, Value::Null)
+    })
+}
+
 impl<K: Kind> Codec for TypedCodec<K> {
     fn decode(&self, value: &Value) -> (Option<Value>, ErrorList) {
-        let mut object: K = match serde_path_to_error::deserialize(value) {
-            Ok(object) => object,
-            Err(error) => {
-                let path = path_from_serde(error.path());
-                let message = error.into_inner().to_string();
-                return (None, vec![Error::type_invalid(&path, &message)]);
-            }
+        let (object, mut errors) = strict::<K>(value);
+        let Some(mut object) = object else {
+            return (None, errors);
         };
-        let mut errors = ErrorList::new();
-        match serde_json::to_value(&object) {
-            Ok(decoded) => unknown_fields(value, &decoded, &Path::root(), &mut errors),
-            Err(error) => errors.push(Error::internal(&Path::root(), &error.to_string())),
-        }
         object.set_defaults();
         errors.extend(object.validate());
         match serde_json::to_value(&object) {
@@ -156,20 +199,11 @@ struct DynamicCodec {
 
 impl Codec for DynamicCodec {
     fn decode(&self, value: &Value) -> (Option<Value>, ErrorList) {
-        let object: DynamicObject = match serde_path_to_error::deserialize(value) {
-            Ok(object) => object,
-            Err(error) => {
-                let path = path_from_serde(error.path());
-                let message = error.into_inner().to_string();
-                return (None, vec![Error::type_invalid(&path, &message)]);
-            }
+        // Everything but the metadata is kept as written, so only the metadata can lose fields.
+        let (object, mut errors) = strict::<DynamicObject>(value);
+        let Some(object) = object else {
+            return (None, errors);
         };
-        let mut errors = ErrorList::new();
-        if let (Some(written), Ok(decoded)) =
-            (value.get("metadata"), serde_json::to_value(&object.metadata))
-        {
-            unknown_fields(written, &decoded, &Path::new("metadata"), &mut errors);
-        }
         errors.extend(validate_object_meta(
             &object.metadata,
             self.namespaced,
@@ -337,16 +371,7 @@ impl Scheme {
             return fail(None, vec![self.unknown_kind(api_version, kind)]);
         };
         let (decoded, mut errors) = registration.codec.decode(&document.value);
-        errors.splice(
-            0..0,
-            document
-                .duplicates
-                .iter()
-                .map(|path| Error {
-                    detail: format!("{DUPLICATE_FIELD} {:?}", path.to_string()),
-                    ..Error::duplicate(path, Value::Null)
-                }),
-        );
+        errors.splice(0..0, duplicate_errors(document));
         match decoded {
             Some(value) if errors.is_empty() => match serde_json::from_value(value) {
                 Ok(object) => Ok(Decoded {

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::core::v1::EmptyDirVolumeSource;
 
 use super::SetDefaults;
+use crate::quantity::Quantity;
 
 /// The `defaultMode` of secret, config map, downward API and projected volumes (0644).
 pub const DEFAULT_VOLUME_MODE: i32 = 0o644;
@@ -38,7 +39,10 @@ impl SetDefaults for Pod {
             };
             let requests = resources.requests.get_or_insert_with(Default::default);
             for (name, limit) in limits {
-                requests.entry(name.clone()).or_insert_with(|| limit.clone());
+                // A limit that is not a quantity is left for validation to report, once.
+                if Quantity::parse(&limit.0).is_ok() {
+                    requests.entry(name.clone()).or_insert_with(|| limit.clone());
+                }
             }
         }
         if let Some(status) = &mut self.status {

@@ -43,8 +43,11 @@
 //! # Ok::<(), manifest::SyntaxError>(())
 //! ```
 
+mod encode;
 mod position;
 pub mod yaml;
+
+pub use encode::{encode_yaml, encode_yaml_stream};
 
 use std::fmt;
 use std::sync::Arc;
@@ -190,13 +193,20 @@ fn parse_json(text: &str) -> Vec<Result<Document, SyntaxError>> {
                         line: error.line(),
                         column: error.column(),
                     }),
-                    message: error.to_string(),
+                    message: without_position(&error.to_string()).to_owned(),
                 }));
                 break;
             }
         }
     }
     out
+}
+
+/// A `serde_json` message without its trailing ` at line L column C` (the position is kept apart).
+fn without_position(message: &str) -> &str {
+    message
+        .rfind(" at line ")
+        .map_or(message, |end| &message[..end])
 }
 
 /// Whether a kind names a list of objects (`List`, `PodList`, ...).

@@ -606,9 +606,7 @@ impl FieldSource for Pod {
             "spec.nodeName" => text(spec.and_then(|s| s.node_name.as_deref())),
             "spec.restartPolicy" => text(spec.and_then(|s| s.restart_policy.as_deref())),
             "spec.schedulerName" => text(spec.and_then(|s| s.scheduler_name.as_deref())),
-            "spec.serviceAccountName" => {
-                text(spec.and_then(|s| s.service_account_name.as_deref()))
-            }
+            "spec.serviceAccountName" => text(spec.and_then(|s| s.service_account_name.as_deref())),
             "spec.hostNetwork" => flag(spec.and_then(|s| s.host_network)),
             "status.phase" => text(status.and_then(|s| s.phase.as_deref())),
             // Kubernetes reads the first of `podIPs`, which holds `podIP` when only that is set.
@@ -648,9 +646,7 @@ impl FieldSource for Namespace {
 
     fn field(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
-            "status.phase" => Some(text(
-                self.status.as_ref().and_then(|s| s.phase.as_deref()),
-            )),
+            "status.phase" => Some(text(self.status.as_ref().and_then(|s| s.phase.as_deref()))),
             _ => metadata_field(&self.metadata, name, false),
         }
     }
@@ -742,10 +738,7 @@ impl FieldSource for ReplicationController {
     fn field(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
             "status.replicas" => Some(Cow::Owned(
-                self.status
-                    .as_ref()
-                    .map_or(0, |s| s.replicas)
-                    .to_string(),
+                self.status.as_ref().map_or(0, |s| s.replicas).to_string(),
             )),
             _ => metadata_field(&self.metadata, name, true),
         }
@@ -760,12 +753,494 @@ impl FieldSource for ReplicaSet {
     fn field(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
             "status.replicas" => Some(Cow::Owned(
-                self.status
-                    .as_ref()
-                    .map_or(0, |s| s.replicas)
-                    .to_string(),
+                self.status.as_ref().map_or(0, |s| s.replicas).to_string(),
             )),
             _ => metadata_field(&self.metadata, name, true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{
+        EventSource, NamespaceStatus, NodeSpec, ObjectReference, PodIP, PodSpec, PodStatus,
+        ReplicationControllerStatus, ServiceSpec,
+    };
+
+    use super::*;
+    use crate::resource::ApiResource;
+
+    /// A plain map of fields, as Kubernetes' `fields.Set`.
+    struct Fields(BTreeMap<String, String>);
+
+    impl FieldSource for Fields {
+        fn supported_fields() -> &'static [&'static str] {
+            &[]
+        }
+
+        fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+            self.0.get(name).map(|value| Cow::Borrowed(value.as_str()))
+        }
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        Fields(
+            pairs
+                .iter()
+                .map(|&(field, value)| (field.to_owned(), value.to_owned()))
+                .collect(),
+        )
+    }
+
+    fn parse(input: &str) -> FieldSelector {
+        match FieldSelector::parse(input) {
+            Ok(selector) => selector,
+            Err(error) => panic!("{input:?}: {error}"),
+        }
+    }
+
+    fn terms(input: &str) -> Vec<&str> {
+        split_terms(input)
+            .into_iter()
+            .map(|(_, term)| term)
+            .collect()
+    }
+
+    // Kubernetes' TestSplitTerms.
+    #[test]
+    fn splits_terms_like_kubernetes() {
+        let cases: &[(&str, &[&str])] = &[
+            ("a", &["a"]),
+            ("a=avalue", &["a=avalue"]),
+            ("a=avalue,b=bvalue", &["a=avalue", "b=bvalue"]),
+            (
+                "a=avalue,b==bvalue,c!=cvalue",
+                &["a=avalue", "b==bvalue", "c!=cvalue"],
+            ),
+            ("", &[]),
+            ("a=a,", &["a=a", ""]),
+            (",a=a", &["", "a=a"]),
+            (r"k=\,,k2=v2", &[r"k=\,", "k2=v2"]),
+            (r"k=\\,k2=v2", &[r"k=\\", "k2=v2"]),
+            (r"k=\\\,,k2=v2", &[r"k=\\\,", "k2=v2"]),
+            (r"k=\a\b\", &[r"k=\a\b\"]),
+            (r"k=\", &[r"k=\"]),
+            ("함=수,목=록", &["함=수", "목=록"]),
+        ];
+        for &(input, expected) in cases {
+            assert_eq!(terms(input), expected, "{input:?}");
+        }
+        assert_eq!(split_terms("함=수,목=록")[1].0, 8);
+    }
+
+    // Kubernetes' TestSplitTerm.
+    #[test]
+    fn splits_a_term_like_kubernetes() {
+        let cases: &[(&str, Option<(&str, FieldOperator, &str)>)] = &[
+            ("a=value", Some(("a", FieldOperator::Equals, "value"))),
+            ("b==value", Some(("b", FieldOperator::Equals, "value"))),
+            ("c!=value", Some(("c", FieldOperator::NotEquals, "value"))),
+            ("", None),
+            ("a", None),
+            (r"k=\,", Some(("k", FieldOperator::Equals, r"\,"))),
+            (r"k=\=", Some(("k", FieldOperator::Equals, r"\="))),
+            (
+                r"k=\\\a\b\=\,\",
+                Some(("k", FieldOperator::Equals, r"\\\a\b\=\,\")),
+            ),
+            ("함=수", Some(("함", FieldOperator::Equals, "수"))),
+            ("a!b=c", Some(("a!b", FieldOperator::Equals, "c"))),
+            ("=x", Some(("", FieldOperator::Equals, "x"))),
+        ];
+        for &(term, expected) in cases {
+            let split = split_term(term)
+                .map(|(field, operator, offset)| (field, operator, &term[offset..]));
+            assert_eq!(split, expected, "{term:?}");
+        }
+    }
+
+    // Kubernetes' TestEscapeValue.
+    #[test]
+    fn escapes_values_like_kubernetes() {
+        let cases = [
+            ("", ""),
+            ("a", "a"),
+            ("=", r"\="),
+            (",", r"\,"),
+            (r"\", r"\\"),
+            (r"\=\,\", r"\\\=\\\,\\"),
+        ];
+        for (unescaped, escaped) in cases {
+            assert_eq!(escape_field_value(unescaped), escaped);
+            assert_eq!(unescape_value(escaped, 0).as_deref(), Ok(unescaped));
+        }
+        for invalid in [r"\", r"\\\", r"\a"] {
+            let error = unescape_value(invalid, 0).unwrap_err();
+            assert!(
+                error.to_string().contains("invalid escape sequence"),
+                "{invalid:?}: {error}"
+            );
+        }
+    }
+
+    // Kubernetes' TestSelectorParse.
+    #[test]
+    fn parses_kubernetes_good_and_bad_strings() {
+        for input in ["x=a,y=b,z=c", "", "x!=a,y=b", r"x=a||y\=b", r"x=a\=\=b"] {
+            assert_eq!(parse(input).to_string(), input, "{input:?}");
+        }
+        for input in [
+            "x=a||y=b",
+            "x==a==b",
+            "x=a,b",
+            "x in (a)",
+            "x in (a,b,c)",
+            "x",
+        ] {
+            assert!(FieldSelector::parse(input).is_err(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn prints_the_canonical_form() {
+        let cases = [
+            ("x==a", "x=a"),
+            ("b=1,a=2", "a=2,b=1"),
+            ("a=x,a!=x", "a!=x,a=x"),
+            ("a.b=c,a=c", "a.b=c,a=c"),
+            (",,a=1,,", "a=1"),
+            ("=", ""),
+            ("!=", ""),
+            ("=,a=1", "a=1"),
+            ("=x", "=x"),
+            (" a = b ", " a = b "),
+            (r"a=\,\=\\", r"a=\,\=\\"),
+        ];
+        for (input, canonical) in cases {
+            let selector = parse(input);
+            assert_eq!(selector.to_string(), canonical, "{input:?}");
+            assert_eq!(parse(canonical), selector, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn reports_errors_with_positions() {
+        let cases: [(&str, ParseFieldSelectorError); 5] = [
+            (
+                "a=1,b",
+                ParseFieldSelectorError::NoOperator {
+                    position: 4,
+                    term: "b".into(),
+                },
+            ),
+            (
+                "a=1,b=x=y",
+                ParseFieldSelectorError::UnescapedCharacter {
+                    position: 7,
+                    character: '=',
+                },
+            ),
+            (
+                r"a=\x",
+                ParseFieldSelectorError::InvalidEscape {
+                    position: 2,
+                    sequence: r"\x".into(),
+                },
+            ),
+            (
+                r"a=1\",
+                ParseFieldSelectorError::InvalidEscape {
+                    position: 3,
+                    sequence: r"\".into(),
+                },
+            ),
+            // Terms are sorted before they are read, so `a` is reported before `b=x=y`.
+            (
+                "b=x=y,a",
+                ParseFieldSelectorError::NoOperator {
+                    position: 6,
+                    term: "a".into(),
+                },
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(FieldSelector::parse(input), Err(expected), "{input:?}");
+        }
+        let error = FieldSelector::parse("a=1,b").unwrap_err();
+        assert_eq!(error.position(), 4);
+        assert_eq!(
+            error.to_string(),
+            "invalid field selector at byte 4: can't understand 'b'"
+        );
+    }
+
+    // Kubernetes' TestSelectorMatches, TestOneTermEqualSelector, TestEverything.
+    #[test]
+    fn matches_like_kubernetes() {
+        let cases: &[(&str, &[(&str, &str)], bool)] = &[
+            ("", &[("x", "y")], true),
+            ("x=y", &[("x", "y")], true),
+            ("x=y,z=w", &[("x", "y"), ("z", "w")], true),
+            ("x!=y,z!=w", &[("x", "z"), ("z", "a")], true),
+            ("notin=in", &[("notin", "in")], true),
+            ("x=y", &[("x", "z")], false),
+            ("x=y,z=w", &[("x", "w"), ("z", "w")], false),
+            ("x!=y,z!=w", &[("x", "z"), ("z", "w")], false),
+            ("x=", &[], true),
+            ("x!=", &[], false),
+            ("x!=a", &[], true),
+        ];
+        for &(input, set, expected) in cases {
+            assert_eq!(
+                parse(input).matches(&fields(set)),
+                expected,
+                "{input:?} {set:?}"
+            );
+        }
+        let set = fields(&[("foo", "bar"), ("baz", "blah"), ("complex", r"=value\,\")]);
+        assert!(parse("foo=bar").matches(&set));
+        assert!(parse("baz=blah").matches(&set));
+        assert!(parse("foo=bar,baz=blah").matches(&set));
+        assert!(parse(r"foo=bar,baz=blah,complex=\=value\\\,\\").matches(&set));
+        assert!(!parse("foo=blah").matches(&set));
+        assert!(!parse("baz=bar").matches(&set));
+        assert!(!parse("foo=bar,foobar=bar,baz=blah").matches(&set));
+
+        let one = FieldSelector::new([FieldRequirement::equals("x", "y")]);
+        assert!(one.matches(&fields(&[("x", "y")])));
+        assert!(!one.matches(&fields(&[("x", "z")])));
+        assert!(FieldSelector::everything().is_empty());
+        assert!(FieldSelector::everything().matches(&fields(&[("x", "y")])));
+    }
+
+    // Kubernetes' TestRequiresExactMatch.
+    #[test]
+    fn requires_exact_matches_like_kubernetes() {
+        assert_eq!(
+            FieldSelector::everything().requires_exact_match("test"),
+            None
+        );
+        assert_eq!(parse("a=b").requires_exact_match("test"), None);
+        assert_eq!(parse("test=b").requires_exact_match("test"), Some("b"));
+        assert_eq!(parse("test=").requires_exact_match("test"), Some(""));
+        assert_eq!(parse("test!=b").requires_exact_match("test"), None);
+        assert_eq!(parse("a=,test=b").requires_exact_match("test"), Some("b"));
+    }
+
+    #[test]
+    fn builds_selectors() {
+        let selector = FieldSelector::everything()
+            .and(FieldRequirement::not_equals("status.phase", "Failed"))
+            .and(FieldRequirement::equals("metadata.name", "a=b"))
+            .and(FieldRequirement::equals("", ""));
+        assert_eq!(
+            selector.to_string(),
+            r"metadata.name=a\=b,status.phase!=Failed"
+        );
+        assert_eq!(selector.requirements()[0].field(), "metadata.name");
+        assert_eq!(selector.requirements()[0].value(), "a=b");
+        assert_eq!(
+            selector.requirements()[1].operator(),
+            FieldOperator::NotEquals
+        );
+        let collected: FieldSelector = selector.requirements().iter().cloned().collect();
+        assert_eq!(collected, selector);
+    }
+
+    #[test]
+    fn serializes_as_the_string_form() {
+        let selector = parse("b==1,a!=2");
+        let json = serde_json::to_string(&selector).unwrap();
+        assert_eq!(json, r#""a!=2,b=1""#);
+        assert_eq!(
+            serde_json::from_str::<FieldSelector>(&json).unwrap(),
+            selector
+        );
+        assert!(serde_json::from_str::<FieldSelector>(r#""a""#).is_err());
+    }
+
+    fn named<K: crate::resource::Resource>(mut object: K) -> K {
+        object.meta_mut().name = Some("n".into());
+        object.meta_mut().namespace = Some("ns".into());
+        object
+    }
+
+    fn check_fields<K: FieldSource>(object: &K) {
+        for field in K::supported_fields() {
+            assert!(object.field(field).is_some(), "{field}");
+        }
+        for field in ["spec.foo", "", "metadata.uid", "metadata.labels"] {
+            assert_eq!(object.field(field), None, "{field}");
+        }
+        assert_eq!(object.field("metadata.name").as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn every_kind_offers_its_fields() {
+        check_fields(&named(Pod::default()));
+        check_fields(&named(Node::default()));
+        check_fields(&named(Namespace::default()));
+        check_fields(&named(Service::default()));
+        check_fields(&named(Endpoints::default()));
+        check_fields(&named(ServiceAccount::default()));
+        check_fields(&named(Secret::default()));
+        check_fields(&named(ConfigMap::default()));
+        check_fields(&named(Event::default()));
+        check_fields(&named(ReplicationController::default()));
+        check_fields(&named(ReplicaSet::default()));
+        check_fields(&named(Deployment::default()));
+        check_fields(&named(Lease::default()));
+        let resource = ApiResource::new("example.com", "v1", "CronTab", None, true);
+        check_fields(&named(DynamicObject::new("n", &resource)));
+
+        assert_eq!(
+            named(Pod::default()).field("metadata.namespace").as_deref(),
+            Some("ns")
+        );
+        // Cluster-scoped kinds have no namespace field, as in Kubernetes.
+        assert_eq!(named(Node::default()).field("metadata.namespace"), None);
+        assert_eq!(
+            named(Namespace::default()).field("metadata.namespace"),
+            None
+        );
+        let error = parse("metadata.namespace=ns")
+            .validate_for::<Node>()
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "field label not supported: metadata.namespace"
+        );
+    }
+
+    #[test]
+    fn reads_pod_fields() {
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                node_name: Some("node-1".into()),
+                restart_policy: Some("Always".into()),
+                scheduler_name: Some("default-scheduler".into()),
+                service_account_name: Some("default".into()),
+                host_network: Some(true),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                pod_ip: Some("10.0.0.1".into()),
+                nominated_node_name: Some("node-2".into()),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        };
+        let selector = parse(
+            "spec.nodeName=node-1,spec.restartPolicy=Always,spec.schedulerName=default-scheduler,\
+             spec.serviceAccountName=default,spec.hostNetwork=true,status.phase=Running,\
+             status.podIP=10.0.0.1,status.nominatedNodeName=node-2",
+        );
+        assert_eq!(selector.validate_for::<Pod>(), Ok(()));
+        assert!(selector.matches(&pod));
+        if let Some(status) = pod.status.as_mut() {
+            status.pod_ips = Some(vec![PodIP {
+                ip: "10.0.0.2".into(),
+            }]);
+        }
+        assert_eq!(pod.field("status.podIP").as_deref(), Some("10.0.0.2"));
+
+        let empty = Pod::default();
+        assert!(parse("spec.nodeName=,status.phase=,spec.hostNetwork=false").matches(&empty));
+        assert!(parse("spec.nodeName!=node-1").matches(&empty));
+        assert_eq!(
+            parse("spec.host=node-1").validate_for::<Pod>(),
+            Err(UnsupportedFieldError {
+                field: "spec.host".into()
+            })
+        );
+    }
+
+    #[test]
+    fn reads_the_fields_of_other_kinds() {
+        let node = Node {
+            spec: Some(NodeSpec {
+                unschedulable: Some(true),
+                ..NodeSpec::default()
+            }),
+            ..Node::default()
+        };
+        assert_eq!(node.field("spec.unschedulable").as_deref(), Some("true"));
+        assert_eq!(
+            Node::default().field("spec.unschedulable").as_deref(),
+            Some("false")
+        );
+
+        let namespace = Namespace {
+            status: Some(NamespaceStatus {
+                phase: Some("Terminating".into()),
+                ..NamespaceStatus::default()
+            }),
+            ..Namespace::default()
+        };
+        assert_eq!(
+            namespace.field("status.phase").as_deref(),
+            Some("Terminating")
+        );
+
+        let service = Service {
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("10.96.0.1".into()),
+                type_: Some("ClusterIP".into()),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
+        assert!(parse("spec.clusterIP=10.96.0.1,spec.type=ClusterIP").matches(&service));
+
+        let secret = Secret {
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        };
+        assert_eq!(secret.field("type").as_deref(), Some("Opaque"));
+
+        let mut event = Event {
+            involved_object: ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some("web".into()),
+                uid: Some("u-1".into()),
+                ..ObjectReference::default()
+            },
+            reason: Some("Scheduled".into()),
+            reporting_component: Some("scheduler".into()),
+            type_: Some("Normal".into()),
+            ..Event::default()
+        };
+        let selector = parse(
+            "involvedObject.kind=Pod,involvedObject.name=web,involvedObject.uid=u-1,reason=Scheduled,type=Normal",
+        );
+        assert_eq!(selector.validate_for::<Event>(), Ok(()));
+        assert!(selector.matches(&event));
+        // The source falls back to the reporting component.
+        assert_eq!(event.field("source").as_deref(), Some("scheduler"));
+        event.source = Some(EventSource {
+            component: Some("kubelet".into()),
+            ..EventSource::default()
+        });
+        assert_eq!(event.field("source").as_deref(), Some("kubelet"));
+        assert_eq!(
+            event.field("reportingComponent").as_deref(),
+            Some("scheduler")
+        );
+
+        let controller = ReplicationController {
+            status: Some(ReplicationControllerStatus {
+                replicas: 3,
+                ..ReplicationControllerStatus::default()
+            }),
+            ..ReplicationController::default()
+        };
+        assert!(parse("status.replicas=3").matches(&controller));
+        assert_eq!(
+            ReplicaSet::default().field("status.replicas").as_deref(),
+            Some("0")
+        );
     }
 }

@@ -352,7 +352,8 @@ impl Requirement {
                     return false;
                 };
                 let mut values = self.values.iter();
-                let (Some(Ok(bound)), None) = (values.next().map(|v| v.parse::<i64>()), values.next())
+                let (Some(Ok(bound)), None) =
+                    (values.next().map(|v| v.parse::<i64>()), values.next())
                 else {
                     return false;
                 };
@@ -925,7 +926,9 @@ pub enum RequirementError {
 #[non_exhaustive]
 pub enum ParseSelectorError {
     /// A token the grammar does not allow where it stands.
-    #[error("unable to parse label selector at byte {position}: found '{found}', expected: {expected}")]
+    #[error(
+        "unable to parse label selector at byte {position}: found '{found}', expected: {expected}"
+    )]
     Unexpected {
         /// Byte offset of the token.
         position: usize,
@@ -1054,7 +1057,11 @@ mod tests {
             "x>1,z<5",
         ];
         for input in good {
-            assert_eq!(parse(input).to_string(), input.replace(' ', ""), "{input:?}");
+            assert_eq!(
+                parse(input).to_string(),
+                input.replace(' ', ""),
+                "{input:?}"
+            );
         }
     }
 
@@ -1118,7 +1125,11 @@ mod tests {
             ),
         ];
         for &(input, set, expected) in cases {
-            assert_eq!(parse(input).matches(&labels(set)), expected, "{input:?} {set:?}");
+            assert_eq!(
+                parse(input).matches(&labels(set)),
+                expected,
+                "{input:?} {set:?}"
+            );
         }
     }
 
@@ -1132,8 +1143,14 @@ mod tests {
             labels(&[("baz", "blah")]),
             labels(&[("foo", "bar"), ("baz", "blah")]),
         ] {
-            assert_eq!(Selector::from_map(&selector), Ok(Selector::from_validated_map(&selector)));
-            assert!(Selector::from_validated_map(&selector).matches(&set), "{selector:?}");
+            assert_eq!(
+                Selector::from_map(&selector),
+                Ok(Selector::from_validated_map(&selector))
+            );
+            assert!(
+                Selector::from_validated_map(&selector).matches(&set),
+                "{selector:?}"
+            );
         }
         assert!(Selector::from_map(&labels(&[])).is_ok_and(|s| s.is_empty()));
         assert_eq!(
@@ -1144,7 +1161,9 @@ mod tests {
         let error = Selector::from_map(&labels(&[("Key", long)])).unwrap_err();
         assert_eq!(
             error.to_string(),
-            format!("invalid label value: \"{long}\": at key: \"Key\": must be no more than 63 characters")
+            format!(
+                "invalid label value: \"{long}\": at key: \"Key\": must be no more than 63 characters"
+            )
         );
         // Unvalidated maps still match, as Kubernetes' SelectorFromValidatedSet does.
         assert!(!Selector::from_validated_map(&labels(&[("foo", "=blah")])).matches(&set));
@@ -1177,7 +1196,11 @@ mod tests {
         ];
         for &(key, operator, values, ok) in cases {
             let result = Requirement::new(key, operator, values.iter().copied());
-            assert_eq!(result.is_ok(), ok, "{key} {operator} {values:?}: {result:?}");
+            assert_eq!(
+                result.is_ok(),
+                ok,
+                "{key} {operator} {values:?}: {result:?}"
+            );
         }
     }
 
@@ -1185,7 +1208,11 @@ mod tests {
     fn requirement_errors_name_key_value_and_reason() {
         let error = Requirement::exists("a b").unwrap_err();
         assert!(matches!(&error, RequirementError::InvalidKey { key, .. } if key == "a b"));
-        assert!(error.to_string().starts_with("invalid label key \"a b\": name part must consist of"));
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid label key \"a b\": name part must consist of")
+        );
         let error = Requirement::in_set("x", Vec::<String>::new()).unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -1398,7 +1425,9 @@ mod tests {
             ("in in (in)", &[("in", In, &["in"])]),
             ("notin", &[("notin", Exists, &[])]),
             ("!in", &[("in", DoesNotExist, &[])]),
-            ("x in (,,)", &[("x", In, &[""])]),
+            // Kubernetes' identifier list takes `,,` as one empty value, so an odd run of commas
+            // before `)` is fine and an even one is not (see the bad strings).
+            ("x in (,,,)", &[("x", In, &[""])]),
             ("x in (a,,b)", &[("x", In, &["", "a", "b"])]),
             ("x==in", &[("x", DoubleEquals, &["in"])]),
         ];
@@ -1433,6 +1462,8 @@ mod tests {
             "x in (=)",
             "x=(",
             "x\0",
+            "x in (,,)",
+            "x in (a,,)",
         ];
         for input in bad {
             assert!(Selector::parse(input).is_err(), "{input:?}");
@@ -1443,13 +1474,34 @@ mod tests {
     fn reports_errors_with_positions_and_kubernetes_words() {
         let cases = [
             ("x,,y", 2, "found ',', expected: identifier after ','"),
-            (",x", 0, "found ',', expected: !, identifier, or 'end of string'"),
-            ("x nott in (y)", 2, "found 'nott', expected: in, notin, =, ==, !=, gt, lt"),
+            (
+                ",x",
+                0,
+                "found ',', expected: !, identifier, or 'end of string'",
+            ),
+            (
+                "x nott in (y)",
+                2,
+                "found 'nott', expected: in, notin, =, ==, !=, gt, lt",
+            ),
             ("a in (xyz abc)", 10, "found 'abc', expected: ',' or ')'"),
-            ("a notin(", 8, "found 'end of string', expected: ',', or identifier"),
+            (
+                "a notin(",
+                8,
+                "found 'end of string', expected: ',', ')' or identifier",
+            ),
+            (
+                "a in (b,",
+                8,
+                "found 'end of string', expected: ',', or identifier",
+            ),
             ("a in x", 5, "found 'x', expected: '('"),
             ("a in (=)", 6, "found '=', expected: ',', ')' or identifier"),
-            ("a in (xyz)b", 10, "found 'b', expected: ',' or 'end of string'"),
+            (
+                "a in (xyz)b",
+                10,
+                "found 'b', expected: ',' or 'end of string'",
+            ),
             ("!x=a", 2, "found '=', expected: ',' or 'end of string'"),
             ("!", 1, "found 'end of string', expected: identifier"),
             ("x=(", 2, "found '(', expected: identifier"),
@@ -1483,12 +1535,18 @@ mod tests {
         let error = Selector::parse("x<a").unwrap_err();
         assert!(matches!(
             error,
-            ParseSelectorError::InvalidRequirement { position: 2, error: RequirementError::NotAnInteger { .. } }
+            ParseSelectorError::InvalidRequirement {
+                position: 2,
+                error: RequirementError::NotAnInteger { .. }
+            }
         ));
         let error = Selector::parse("x>").unwrap_err();
         assert!(matches!(
             error,
-            ParseSelectorError::InvalidRequirement { position: 2, error: RequirementError::NotAnInteger { .. } }
+            ParseSelectorError::InvalidRequirement {
+                position: 2,
+                error: RequirementError::NotAnInteger { .. }
+            }
         ));
     }
 
@@ -1503,7 +1561,11 @@ mod tests {
         assert_eq!(selector.to_string(), "a,key in (value),key2=value2");
         let selector = selector.and(requirement("key", Operator::Exists, &[]));
         assert_eq!(selector.to_string(), "a,key in (value),key,key2=value2");
-        assert!(Selector::nothing().and(requirement("a", Operator::Exists, &[])).is_nothing());
+        assert!(
+            Selector::nothing()
+                .and(requirement("a", Operator::Exists, &[]))
+                .is_nothing()
+        );
     }
 
     // Kubernetes' TestRequiresExactMatch.
@@ -1512,7 +1574,11 @@ mod tests {
         let cases = [
             ("key in (value)", "key", Some("value")),
             ("key in (value,value2)", "key", None),
-            ("key in (value,value1),key2 in (value2)", "key2", Some("value2")),
+            (
+                "key in (value,value1),key2 in (value2)",
+                "key2",
+                Some("value2"),
+            ),
             ("key=value", "key", Some("value")),
             ("key==value", "key", Some("value")),
             ("key!=value", "key", None),
@@ -1521,7 +1587,11 @@ mod tests {
             ("other=x", "key", None),
         ];
         for (input, key, expected) in cases {
-            assert_eq!(parse(input).requires_exact_match(key), expected, "{input:?}");
+            assert_eq!(
+                parse(input).requires_exact_match(key),
+                expected,
+                "{input:?}"
+            );
         }
     }
 
@@ -1551,7 +1621,11 @@ mod tests {
             ("x>007", "8", true),
         ];
         for (input, value, expected) in cases {
-            assert_eq!(parse(input).matches(&labels(&[("x", value)])), expected, "{input} {value:?}");
+            assert_eq!(
+                parse(input).matches(&labels(&[("x", value)])),
+                expected,
+                "{input} {value:?}"
+            );
         }
     }
 
@@ -1591,7 +1665,10 @@ mod tests {
             ..LabelSelector::default()
         };
         let error = Selector::from_label_selector(Some(&bad_operator)).unwrap_err();
-        assert_eq!(error.to_string(), "\"Gt\" is not a valid label selector operator");
+        assert_eq!(
+            error.to_string(),
+            "\"Gt\" is not a valid label selector operator"
+        );
         for bad in [
             expression("baz", "In", None),
             expression("baz", "NotIn", Some(&[])),
@@ -1625,7 +1702,10 @@ mod tests {
         let label_selector = LabelSelector::try_from(&selector).unwrap();
         assert_eq!(
             label_selector.match_labels,
-            Some(BTreeMap::from([("a".into(), "1".into()), ("g".into(), "3".into())]))
+            Some(BTreeMap::from([
+                ("a".into(), "1".into()),
+                ("g".into(), "3".into())
+            ]))
         );
         assert_eq!(
             label_selector.match_expressions,
@@ -1639,17 +1719,26 @@ mod tests {
         );
         // Same meaning, not the same operators: `!=` became `notin`, `==` became `=`.
         let back = Selector::from_label_selector(Some(&label_selector)).unwrap();
-        assert_eq!(back.to_string(), "a=1,b notin (2),c in (x,y),d notin (z),e,!f,g=3");
+        assert_eq!(
+            back.to_string(),
+            "a=1,b notin (2),c in (x,y),d notin (z),e,!f,g=3"
+        );
 
         // Two values for one key keep their meaning (nothing matches both).
         let conflicting = parse("a=1,a=2").to_label_selector().unwrap().unwrap();
-        assert_eq!(conflicting.match_expressions, Some(vec![expression("a", "In", Some(&["2"]))]));
+        assert_eq!(
+            conflicting.match_expressions,
+            Some(vec![expression("a", "In", Some(&["2"]))])
+        );
         assert_eq!(
             Selector::try_from(&conflicting).unwrap().to_string(),
             "a=1,a in (2)"
         );
 
-        assert_eq!(Selector::everything().to_label_selector(), Ok(Some(LabelSelector::default())));
+        assert_eq!(
+            Selector::everything().to_label_selector(),
+            Ok(Some(LabelSelector::default()))
+        );
         assert_eq!(Selector::nothing().to_label_selector(), Ok(None));
         assert_eq!(
             LabelSelector::try_from(&Selector::nothing()),
@@ -1670,7 +1759,10 @@ mod tests {
         assert_eq!(json, r#""app,tier notin (a,b)""#);
         assert_eq!(serde_json::from_str::<Selector>(&json).unwrap(), selector);
         let error = serde_json::from_str::<Selector>(r#""a,,b""#).unwrap_err();
-        assert!(error.to_string().contains("expected: identifier after ','"), "{error}");
+        assert!(
+            error.to_string().contains("expected: identifier after ','"),
+            "{error}"
+        );
         assert!(serde_json::from_str::<Selector>("3").is_err());
     }
 
@@ -1690,6 +1782,9 @@ mod tests {
         .into_iter()
         .map(Operator::as_str)
         .collect();
-        assert_eq!(names, ["=", "==", "!=", "in", "notin", "exists", "!", "gt", "lt"]);
+        assert_eq!(
+            names,
+            ["=", "==", "!=", "in", "notin", "exists", "!", "gt", "lt"]
+        );
     }
 }
