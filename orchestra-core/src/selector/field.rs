@@ -772,6 +772,11 @@ mod tests {
     use super::*;
     use crate::resource::ApiResource;
 
+    /// A term and how it splits.
+    type SplitCase<'a> = (&'a str, Option<(&'a str, FieldOperator, &'a str)>);
+    /// A selector string, a set of fields, and whether they match.
+    type MatchCase<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+
     /// A plain map of fields, as Kubernetes' `fields.Set`.
     struct Fields(BTreeMap<String, String>);
 
@@ -838,7 +843,7 @@ mod tests {
     // Kubernetes' TestSplitTerm.
     #[test]
     fn splits_a_term_like_kubernetes() {
-        let cases: &[(&str, Option<(&str, FieldOperator, &str)>)] = &[
+        let cases: &[SplitCase<'_>] = &[
             ("a=value", Some(("a", FieldOperator::Equals, "value"))),
             ("b==value", Some(("b", FieldOperator::Equals, "value"))),
             ("c!=value", Some(("c", FieldOperator::NotEquals, "value"))),
@@ -979,7 +984,7 @@ mod tests {
     // Kubernetes' TestSelectorMatches, TestOneTermEqualSelector, TestEverything.
     #[test]
     fn matches_like_kubernetes() {
-        let cases: &[(&str, &[(&str, &str)], bool)] = &[
+        let cases: &[MatchCase<'_>] = &[
             ("", &[("x", "y")], true),
             ("x=y", &[("x", "y")], true),
             ("x=y,z=w", &[("x", "y"), ("z", "w")], true),

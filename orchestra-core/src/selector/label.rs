@@ -1020,6 +1020,11 @@ pub(super) fn check_integer(key: &str, value: &str) -> Result<(), RequirementErr
 mod tests {
     use super::*;
 
+    /// A selector string, a set of labels, and whether they match.
+    type MatchCase<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+    /// A selector string and the requirements it parses to.
+    type ParseCase<'a> = (&'a str, &'a [(&'a str, Operator, &'a [&'a str])]);
+
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -1095,7 +1100,7 @@ mod tests {
     // Kubernetes' TestSelectorMatches.
     #[test]
     fn matches_like_kubernetes() {
-        let cases: &[(&str, &[(&str, &str)], bool)] = &[
+        let cases: &[MatchCase<'_>] = &[
             ("", &[("x", "y")], true),
             ("x=y", &[("x", "y")], true),
             ("x=y,z=w", &[("x", "y"), ("z", "w")], true),
@@ -1361,7 +1366,7 @@ mod tests {
     #[test]
     fn parses_set_based_selectors_like_kubernetes() {
         use Operator::*;
-        let cases: &[(&str, &[(&str, Operator, &[&str])])] = &[
+        let cases: &[ParseCase<'_>] = &[
             ("", &[]),
             ("\rx", &[("x", Exists, &[])]),
             (
