@@ -458,7 +458,7 @@ pub struct DecodeError {
     /// Index in its `List`, for a list item.
     pub item: Option<usize>,
     /// The document's kind, when the scheme knows it.
-    pub resource: Option<ApiResource>,
+    pub resource: Option<Box<ApiResource>>,
     /// The kind as written, when there is one.
     pub kind: Option<String>,
     /// The object's name as written, when there is one.
@@ -477,7 +477,7 @@ impl DecodeError {
         DecodeError {
             index: document.index,
             item: document.item,
-            resource,
+            resource: resource.map(Box::new),
             kind: value.get("kind").and_then(Value::as_str).map(str::to_owned),
             name: name.map(str::to_owned),
             problems: errors

@@ -2,7 +2,7 @@
 //!
 //! The stream is first split into documents on `---` lines, as `kubectl` splits it, so that a
 //! syntax error in one document does not hide the others; each document is then parsed with
-//! saphyr's event parser and built into a [`serde_json::Value`] and a [`PositionTree`].
+//! saphyr's event parser and built into a [`serde_json::Value`] and a tree of the positions of its values.
 //!
 //! Plain scalars are resolved the way Kubernetes' YAML library (go-yaml v2, YAML 1.1) resolves
 //! them, so that a manifest means here what it means to `kubectl`: `yes`/`no`/`on`/`off` are

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn config() -> ProptestConfig {
-    ProptestConfig::with_cases(20000)
+    ProptestConfig::with_cases(512)
 }
 
 /// A DNS-1123 label, the pieces of a key prefix.

@@ -104,13 +104,13 @@ impl Validate for Secret {
                     ));
                 }
             }
-            "kubernetes.io/basic-auth" => {
-                if !data.contains_key("username") && !data.contains_key("password") {
-                    errors.push(Error::required(
-                        &Path::new("data").key("username"),
-                        "either username or password is required",
-                    ));
-                }
+            "kubernetes.io/basic-auth"
+                if !data.contains_key("username") && !data.contains_key("password") =>
+            {
+                errors.push(Error::required(
+                    &Path::new("data").key("username"),
+                    "either username or password is required",
+                ));
             }
             "kubernetes.io/dockerconfigjson" => {
                 if let Some(config) = data.get(".dockerconfigjson")

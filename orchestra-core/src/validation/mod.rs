@@ -6,7 +6,7 @@
 //! gets the metadata checks and its own hook (see [`crate::resource::custom`]).
 //!
 //! Validation never stops at the first problem: [`Validate::validate`] returns an
-//! [`ErrorList`](field::ErrorList) with one [`field::Error`] per problem, each with its field path;
+//! [`field::ErrorList`] with one [`field::Error`] per problem, each with its field path;
 //! [`crate::status::StatusError::invalid`] turns that list into a Kubernetes `Status`.
 //!
 //! Validation expects a defaulted object ([`crate::defaulting::SetDefaults`]), as Kubernetes
