@@ -15,8 +15,17 @@ use serde::{Deserialize, Serialize};
 
 /// A database backup that runs on a schedule.
 #[derive(CustomResource, Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[resource(group = "backups.example.com", version = "v1", kind = "Backup", namespaced)]
-#[resource(crate = "orchestra::core", defaults = "defaults", validate = "validate")]
+#[resource(
+    group = "backups.example.com",
+    version = "v1",
+    kind = "Backup",
+    namespaced
+)]
+#[resource(
+    crate = "orchestra::core",
+    defaults = "defaults",
+    validate = "validate"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSpec {
     /// The database to back up.
@@ -66,16 +75,27 @@ spec:
 fn main() -> anyhow::Result<()> {
     let mut scheme = Scheme::default();
     scheme.register::<Backup>();
-    println!("registered {} ({})", Backup::kind(&()), Backup::api_version(&()));
+    println!(
+        "registered {} ({})",
+        Backup::kind(&()),
+        Backup::api_version(&())
+    );
     for document in manifest::parse_all(MANIFESTS)? {
         match scheme.decode(&document) {
             Ok(decoded) => {
                 let backup: Backup = decoded.object.try_parse()?;
-                println!("{}: valid, keeps {} backups", backup.name_any(), backup.spec.keep.unwrap_or_default());
+                println!(
+                    "{}: valid, keeps {} backups",
+                    backup.name_any(),
+                    backup.spec.keep.unwrap_or_default()
+                );
             }
             Err(error) => {
                 for problem in &error.problems {
-                    let at = problem.position.map(|p| format!(" ({p})")).unwrap_or_default();
+                    let at = problem
+                        .position
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default();
                     println!("document {}: {}{at}", document.label(), problem.error);
                 }
             }

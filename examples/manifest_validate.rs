@@ -29,7 +29,8 @@ fn main() -> anyhow::Result<()> {
     }
     let scheme = Scheme::default();
     for file in files {
-        let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let text =
+            fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         for document in manifest::parse(&text) {
             let document = match document {
                 Ok(document) => document,
@@ -41,7 +42,11 @@ fn main() -> anyhow::Result<()> {
             match scheme.decode(&document) {
                 Ok(decoded) => {
                     let name = decoded.object.metadata.name.clone().unwrap_or_default();
-                    print!("{}: {} {name}: valid", file.display(), decoded.resource.kind);
+                    print!(
+                        "{}: {} {name}: valid",
+                        file.display(),
+                        decoded.resource.kind
+                    );
                     if decoded.resource.kind == "Deployment" {
                         let deployment: Deployment = decoded.object.try_parse()?;
                         let spec = deployment.spec.unwrap_or_default();

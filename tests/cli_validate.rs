@@ -17,14 +17,25 @@ fn stdout(output: &Output) -> String {
 #[test]
 fn the_voting_app_is_valid() {
     let output = orchestra(&["validate", "-f", "../shared/fixtures/voting-app/"]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(stdout(&output), "");
     assert!(String::from_utf8_lossy(&output.stderr).contains("9 objects checked: 9 valid"));
 }
 
 #[test]
 fn defaulted_objects_are_printed_as_json() {
-    let output = orchestra(&["validate", "-f", "../shared/fixtures/voting-app/", "-o", "json"]);
+    let output = orchestra(&[
+        "validate",
+        "-f",
+        "../shared/fixtures/voting-app/",
+        "-o",
+        "json",
+    ]);
     assert_eq!(output.status.code(), Some(0));
     let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(list["kind"], "List");
@@ -107,12 +118,23 @@ fn directories_are_read_recursively_only_with_dash_r() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("nested");
     std::fs::create_dir(&nested).unwrap();
-    std::fs::write(nested.join("bad.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: BAD\n").unwrap();
-    std::fs::write(dir.path().join("good.yml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: good\n").unwrap();
+    std::fs::write(
+        nested.join("bad.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: BAD\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("good.yml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: good\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
     let top = dir.path().to_str().unwrap();
     assert_eq!(orchestra(&["validate", "-f", top]).status.code(), Some(0));
-    assert_eq!(orchestra(&["validate", "-R", "-f", top]).status.code(), Some(1));
+    assert_eq!(
+        orchestra(&["validate", "-R", "-f", top]).status.code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -128,7 +150,9 @@ fn standard_input_is_read_with_a_dash() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"Bad\"}}")
+        .write_all(
+            b"{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"Bad\"}}",
+        )
         .unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1));

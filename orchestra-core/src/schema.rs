@@ -43,7 +43,11 @@ mod tests {
                 .and_then(|p| p.as_object())
                 .unwrap_or_else(|| panic!("no properties for {}", resource.kind));
             for field in ["apiVersion", "kind", "metadata"] {
-                assert!(properties.contains_key(field), "{} lacks {field}", resource.kind);
+                assert!(
+                    properties.contains_key(field),
+                    "{} lacks {field}",
+                    resource.kind
+                );
             }
         }
     }

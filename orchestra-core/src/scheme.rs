@@ -153,7 +153,9 @@ fn strict<K: Serialize + DeserializeOwned>(value: &Value) -> (Option<K>, ErrorLi
 /// assert_eq!(error.problems[0].error.field.to_string(), "datta");
 /// # Ok::<(), manifest::SyntaxError>(())
 /// ```
-pub fn decode_strict<K: Serialize + DeserializeOwned>(document: &Document) -> Result<K, DecodeError> {
+pub fn decode_strict<K: Serialize + DeserializeOwned>(
+    document: &Document,
+) -> Result<K, DecodeError> {
     let (object, mut errors) = strict::<K>(&document.value);
     errors.splice(0..0, duplicate_errors(document));
     match object {
@@ -258,7 +260,11 @@ pub struct Scheme {
 impl fmt::Debug for Scheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.kinds.keys().map(|(api_version, kind)| format!("{api_version}/{kind}")))
+            .entries(
+                self.kinds
+                    .keys()
+                    .map(|(api_version, kind)| format!("{api_version}/{kind}")),
+            )
             .finish()
     }
 }
@@ -331,7 +337,9 @@ impl Scheme {
 
     /// Every registered kind, ordered by `apiVersion` then kind.
     pub fn resources(&self) -> impl Iterator<Item = &ApiResource> {
-        self.kinds.values().map(|registration| &registration.resource)
+        self.kinds
+            .values()
+            .map(|registration| &registration.resource)
     }
 
     /// The JSON schema of a registered kind (with its definitions under `$defs`).
@@ -359,10 +367,16 @@ impl Scheme {
             _ => {
                 let mut errors = ErrorList::new();
                 if api_version.is_none_or(str::is_empty) {
-                    errors.push(Error::required(&Path::new("apiVersion"), "Object 'apiVersion' is missing"));
+                    errors.push(Error::required(
+                        &Path::new("apiVersion"),
+                        "Object 'apiVersion' is missing",
+                    ));
                 }
                 if kind.is_none_or(str::is_empty) {
-                    errors.push(Error::required(&Path::new("kind"), "Object 'kind' is missing"));
+                    errors.push(Error::required(
+                        &Path::new("kind"),
+                        "Object 'kind' is missing",
+                    ));
                 }
                 return fail(None, errors);
             }
@@ -399,7 +413,11 @@ impl Scheme {
                 decoded.resource.kind.as_str(),
                 &format!("expected {} {}", resource.api_version, resource.kind),
             );
-            return Err(DecodeError::new(document, Some(decoded.resource), vec![error]));
+            return Err(DecodeError::new(
+                document,
+                Some(decoded.resource),
+                vec![error],
+            ));
         }
         decoded.object.try_parse().map_err(|error| {
             DecodeError::new(
@@ -473,7 +491,11 @@ impl DecodeError {
         let name = value
             .pointer("/metadata/name")
             .and_then(Value::as_str)
-            .or_else(|| value.pointer("/metadata/generateName").and_then(Value::as_str));
+            .or_else(|| {
+                value
+                    .pointer("/metadata/generateName")
+                    .and_then(Value::as_str)
+            });
         DecodeError {
             index: document.index,
             item: document.item,

@@ -24,15 +24,59 @@ fn decode_everything(text: &str) {
 }
 
 const TOKENS: [&str; 48] = [
-    "apiVersion: ", "v1", "apps/v1", "kind: ", "Deployment", "Pod", "Service", "List", "items:",
-    "metadata:", "name: ", "spec:", "containers:", "ports:", "- ", "  ", "    ", "\n", "---\n",
-    "{", "}", "[", "]", ", ", ": ", "&a ", "*a", "<<: ", "!!str ", "!!int ", "!custom ", "\"",
-    "'", "|\n", ">-\n", "# comment", "\t", "0x1F", "1e999", "-.inf", "yes", "~", "? ", "%YAML 1.2\n",
-    "...\n", "\\u0000", "é", "9223372036854775808",
+    "apiVersion: ",
+    "v1",
+    "apps/v1",
+    "kind: ",
+    "Deployment",
+    "Pod",
+    "Service",
+    "List",
+    "items:",
+    "metadata:",
+    "name: ",
+    "spec:",
+    "containers:",
+    "ports:",
+    "- ",
+    "  ",
+    "    ",
+    "\n",
+    "---\n",
+    "{",
+    "}",
+    "[",
+    "]",
+    ", ",
+    ": ",
+    "&a ",
+    "*a",
+    "<<: ",
+    "!!str ",
+    "!!int ",
+    "!custom ",
+    "\"",
+    "'",
+    "|\n",
+    ">-\n",
+    "# comment",
+    "\t",
+    "0x1F",
+    "1e999",
+    "-.inf",
+    "yes",
+    "~",
+    "? ",
+    "%YAML 1.2\n",
+    "...\n",
+    "\\u0000",
+    "é",
+    "9223372036854775808",
 ];
 
 fn token_soup() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(&TOKENS[..]), 0..120).prop_map(|tokens| tokens.concat())
+    prop::collection::vec(prop::sample::select(&TOKENS[..]), 0..120)
+        .prop_map(|tokens| tokens.concat())
 }
 
 const FIXTURES: [&str; 3] = [
@@ -50,7 +94,10 @@ enum Edit {
 
 fn edited_fixture() -> impl Strategy<Value = String> {
     let edit = prop_oneof![
-        (any::<usize>(), prop::sample::select(&TOKENS[..]).prop_map(str::to_owned))
+        (
+            any::<usize>(),
+            prop::sample::select(&TOKENS[..]).prop_map(str::to_owned)
+        )
             .prop_map(|(at, text)| Edit::Insert(at, text)),
         (any::<usize>(), 0usize..16).prop_map(|(at, len)| Edit::Delete(at, len)),
         (any::<usize>(), 0usize..64).prop_map(|(at, len)| Edit::Duplicate(at, len)),
@@ -114,14 +161,19 @@ proptest! {
 #[test]
 fn hostile_inputs_are_refused_cleanly() {
     let deep_flow = format!("a: {}{}", "[".repeat(50_000), "]".repeat(50_000));
-    let deep_block: String = (0..5_000).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+    let deep_block: String = (0..5_000)
+        .map(|i| format!("{}k:\n", " ".repeat(i)))
+        .collect();
     let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..10 {
         let aliases = vec![format!("*a{}", i - 1); 10].join(", ");
         laughs.push_str(&format!("a{i}: &a{i} [{aliases}]\n"));
     }
     let deep_json = format!("{}{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
-    let huge_number = format!("apiVersion: v1\nkind: Pod\nspec:\n  priority: 1{}\n", "0".repeat(400));
+    let huge_number = format!(
+        "apiVersion: v1\nkind: Pod\nspec:\n  priority: 1{}\n",
+        "0".repeat(400)
+    );
     for text in [deep_flow, deep_block, laughs, deep_json, huge_number] {
         decode_everything(&text);
     }

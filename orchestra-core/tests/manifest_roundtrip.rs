@@ -130,7 +130,11 @@ impl Generator<'_> {
             Some("array") => {
                 let items = schema.get("items").cloned().unwrap_or(json!({}));
                 let count = if depth > 6 { 0 } else { self.rng.below(3) };
-                Value::Array((0..count).map(|_| self.generate(&items, depth + 1)).collect())
+                Value::Array(
+                    (0..count)
+                        .map(|_| self.generate(&items, depth + 1))
+                        .collect(),
+                )
             }
             _ => self.object(schema, depth),
         }
@@ -188,10 +192,16 @@ fn random_object<K: Kind>(seed: u64) -> Value {
 fn round_trip<K: Kind + PartialEq + std::fmt::Debug>(seed: u64) -> Result<(), TestCaseError> {
     let generated = random_object::<K>(seed);
     let object: K = serde_json::from_value(generated.clone()).map_err(|error| {
-        TestCaseError::fail(format!("{}: generated object does not decode: {error}\n{generated:#}", K::kind(&())))
+        TestCaseError::fail(format!(
+            "{}: generated object does not decode: {error}\n{generated:#}",
+            K::kind(&())
+        ))
     })?;
     let written = serde_json::to_value(&object).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    for text in [encode_yaml(&written), serde_json::to_string_pretty(&written).unwrap()] {
+    for text in [
+        encode_yaml(&written),
+        serde_json::to_string_pretty(&written).unwrap(),
+    ] {
         let documents = manifest::parse_all(&text)
             .map_err(|error| TestCaseError::fail(format!("{error}\n{text}")))?;
         prop_assert_eq!(documents.len(), 1, "{}", text);
@@ -257,5 +267,8 @@ fn generated_objects_are_rich() {
         let text = object.to_string();
         deepest = deepest.max(text.len());
     }
-    assert!(deepest > 2_000, "the largest generated deployment has {deepest} bytes");
+    assert!(
+        deepest > 2_000,
+        "the largest generated deployment has {deepest} bytes"
+    );
 }

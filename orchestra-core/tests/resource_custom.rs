@@ -14,7 +14,12 @@ use serde::{Deserialize, Serialize};
 
 /// A scheduled job.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[resource(group = "stable.example.com", version = "v1", kind = "CronTab", namespaced)]
+#[resource(
+    group = "stable.example.com",
+    version = "v1",
+    kind = "CronTab",
+    namespaced
+)]
 #[resource(status = "CronTabStatus", derive = "PartialEq")]
 #[resource(defaults = "default_cron_tab", validate = "validate_cron_tab")]
 #[serde(rename_all = "camelCase")]
@@ -50,14 +55,23 @@ fn validate_cron_tab(tab: &CronTab) -> ErrorList {
         ));
     }
     if tab.spec.replicas.is_some_and(|r| r < 0) {
-        errors.push(Error::invalid(&Path::new("spec").child("replicas"), -1, "must be greater than or equal to 0"));
+        errors.push(Error::invalid(
+            &Path::new("spec").child("replicas"),
+            -1,
+            "must be greater than or equal to 0",
+        ));
     }
     errors
 }
 
 /// A cluster-scoped kind with no status and a plural Kubernetes would not guess.
 #[derive(CustomResource, Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[resource(group = "example.com", version = "v1alpha1", kind = "Gateway", plural = "gatewayz")]
+#[resource(
+    group = "example.com",
+    version = "v1alpha1",
+    kind = "Gateway",
+    plural = "gatewayz"
+)]
 pub struct GatewaySpec {
     /// Listening port.
     pub port: u16,
@@ -78,15 +92,24 @@ fn type_information_comes_from_the_attributes() {
 fn objects_serialize_with_api_version_and_kind() {
     let mut tab = CronTab::new(
         "backup",
-        CronTabSpec { cron_spec: "0 3 * * *".into(), image: "backup:1".into(), replicas: None },
+        CronTabSpec {
+            cron_spec: "0 3 * * *".into(),
+            image: "backup:1".into(),
+            replicas: None,
+        },
     );
-    tab.status = Some(CronTabStatus { last_run: Some("today".into()) });
+    tab.status = Some(CronTabStatus {
+        last_run: Some("today".into()),
+    });
     let json = serde_json::to_value(&tab).unwrap();
     assert_eq!(json["apiVersion"], "stable.example.com/v1");
     assert_eq!(json["kind"], "CronTab");
     assert_eq!(json["spec"]["cronSpec"], "0 3 * * *");
     assert_eq!(json["status"]["lastRun"], "today");
-    assert_eq!(serde_json::from_value::<CronTab>(json.clone()).unwrap(), tab);
+    assert_eq!(
+        serde_json::from_value::<CronTab>(json.clone()).unwrap(),
+        tab
+    );
 
     let dynamic: DynamicObject = DynamicObject::from_typed(&tab).unwrap();
     assert_eq!(dynamic.try_parse::<CronTab>().unwrap(), tab);
@@ -96,7 +119,12 @@ fn objects_serialize_with_api_version_and_kind() {
     assert!(serde_json::from_value::<CronTab>(wrong).is_err());
 
     let gateway = Gateway::new("edge", GatewaySpec { port: 443 });
-    assert!(serde_json::to_value(&gateway).unwrap().get("status").is_none());
+    assert!(
+        serde_json::to_value(&gateway)
+            .unwrap()
+            .get("status")
+            .is_none()
+    );
     assert!(gateway.status().is_none());
 }
 
@@ -151,20 +179,35 @@ status:
     assert_eq!(tab.name_any(), "backup");
 
     let error = scheme.decode(&documents[1]).unwrap_err();
-    let fields: Vec<String> = error.problems.iter().map(|p| p.error.field.to_string()).collect();
+    let fields: Vec<String> = error
+        .problems
+        .iter()
+        .map(|p| p.error.field.to_string())
+        .collect();
     assert_eq!(fields, ["spec.imagee", "metadata.name", "spec.cronSpec"]);
     assert_eq!(error.problems[2].position.map(|p| p.line), Some(15));
 
     let error = scheme.decode(&documents[2]).unwrap_err();
-    let fields: Vec<String> = error.problems.iter().map(|p| p.error.field.to_string()).collect();
-    assert_eq!(fields, ["status", "metadata.namespace"], "no status, and cluster-scoped");
+    let fields: Vec<String> = error
+        .problems
+        .iter()
+        .map(|p| p.error.field.to_string())
+        .collect();
+    assert_eq!(
+        fields,
+        ["status", "metadata.namespace"],
+        "no status, and cluster-scoped"
+    );
 }
 
 #[test]
 fn kinds_known_only_at_run_time_decode_as_dynamic_objects() {
     let mut scheme = Scheme::default();
     scheme.register_dynamic(ApiResource::new("example.com", "v1", "Widget", None, true));
-    assert_eq!(scheme.resource("example.com/v1", "Widget").unwrap().plural, "widgets");
+    assert_eq!(
+        scheme.resource("example.com/v1", "Widget").unwrap().plural,
+        "widgets"
+    );
     let documents = manifest::parse_all(
         "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n  labelz: {}\nspec:\n  anything: [1, 2]\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  anything: [1, 2]\n",
     )
@@ -179,7 +222,11 @@ fn kinds_known_only_at_run_time_decode_as_dynamic_objects() {
 fn validation_is_available_directly() {
     let tab = CronTab::new(
         "ok",
-        CronTabSpec { cron_spec: "* * * * *".into(), image: "x".into(), replicas: Some(-1) },
+        CronTabSpec {
+            cron_spec: "* * * * *".into(),
+            image: "x".into(),
+            replicas: Some(-1),
+        },
     );
     assert_eq!(tab.validate().len(), 1);
 }

@@ -104,8 +104,12 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let group = required(attributes.group.clone(), "group", input)?;
     let version = required(attributes.version.clone(), "version", input)?;
     let kind = required(attributes.kind.clone(), "kind", input)?;
-    let kind_ident = syn::parse_str::<Ident>(&kind)
-        .map_err(|_| syn::Error::new_spanned(&input.ident, format!("kind {kind:?} is not a Rust identifier")))?;
+    let kind_ident = syn::parse_str::<Ident>(&kind).map_err(|_| {
+        syn::Error::new_spanned(
+            &input.ident,
+            format!("kind {kind:?} is not a Rust identifier"),
+        )
+    })?;
     let krate: Path = attributes
         .krate
         .clone()

@@ -34,7 +34,12 @@ const USAGE: u8 = 2;
 #[derive(Debug, Args)]
 pub(crate) struct ValidateArgs {
     /// A manifest file, a directory of manifests, or `-` for standard input (repeatable).
-    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE-OR-DIR")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required = true,
+        value_name = "FILE-OR-DIR"
+    )]
     files: Vec<PathBuf>,
 
     /// Also read the subdirectories of directories given with -f.
@@ -174,7 +179,11 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
                     let object = error.name.as_deref().unwrap_or("?");
                     for problem in &error.problems {
                         let field = problem.error.field.to_string();
-                        let field = if field.is_empty() { "<document>".to_owned() } else { field };
+                        let field = if field.is_empty() {
+                            "<document>".to_owned()
+                        } else {
+                            field
+                        };
                         problems.push(format!(
                             "{name}:{}: {kind}/{object}: {field}: {}{}",
                             document.label(),

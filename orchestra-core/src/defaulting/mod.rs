@@ -96,7 +96,10 @@ mod tests {
             ..Namespace::default()
         };
         namespace.set_defaults();
-        assert_eq!(namespace.metadata.labels.unwrap()[NAMESPACE_NAME_LABEL], "shop");
+        assert_eq!(
+            namespace.metadata.labels.unwrap()[NAMESPACE_NAME_LABEL],
+            "shop"
+        );
         assert_eq!(namespace.status.unwrap().phase.as_deref(), Some("Active"));
     }
 

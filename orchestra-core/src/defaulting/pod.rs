@@ -1,11 +1,11 @@
 //! Defaults of pods and pod templates (Kubernetes' `SetDefaults_PodSpec`, `SetDefaults_Container`
 //! and friends in `pkg/apis/core/v1/defaults.go`).
 
+use k8s_openapi::api::core::v1::EmptyDirVolumeSource;
 use k8s_openapi::api::core::v1::{
     Container, HTTPGetAction, LifecycleHandler, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
     Probe, Volume,
 };
-use k8s_openapi::api::core::v1::EmptyDirVolumeSource;
 
 use super::SetDefaults;
 use crate::quantity::Quantity;
@@ -41,7 +41,9 @@ impl SetDefaults for Pod {
             for (name, limit) in limits {
                 // A limit that is not a quantity is left for validation to report, once.
                 if Quantity::parse(&limit.0).is_ok() {
-                    requests.entry(name.clone()).or_insert_with(|| limit.clone());
+                    requests
+                        .entry(name.clone())
+                        .or_insert_with(|| limit.clone());
                 }
             }
         }
@@ -61,8 +63,10 @@ impl SetDefaults for PodTemplateSpec {
 
 /// The defaults of a pod spec, in pods and in pod templates alike.
 pub(crate) fn default_pod_spec(spec: &mut PodSpec) {
-    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".to_owned());
-    spec.restart_policy.get_or_insert_with(|| "Always".to_owned());
+    spec.dns_policy
+        .get_or_insert_with(|| "ClusterFirst".to_owned());
+    spec.restart_policy
+        .get_or_insert_with(|| "Always".to_owned());
     spec.termination_grace_period_seconds.get_or_insert(30);
     spec.security_context
         .get_or_insert_with(PodSecurityContext::default);
@@ -84,7 +88,8 @@ pub(crate) fn default_pod_spec(spec: &mut PodSpec) {
 
 fn default_container(container: &mut Container, host_network: bool) {
     if container.image_pull_policy.is_none() {
-        let policy = if image_tag(container.image.as_deref().unwrap_or_default()) == Some("latest") {
+        let policy = if image_tag(container.image.as_deref().unwrap_or_default()) == Some("latest")
+        {
             "Always"
         } else {
             "IfNotPresent"
@@ -248,7 +253,12 @@ mod tests {
         assert_eq!(container.image_pull_policy.as_deref(), Some("Always"));
         let probe = container.liveness_probe.as_ref().unwrap();
         assert_eq!(
-            (probe.timeout_seconds, probe.period_seconds, probe.success_threshold, probe.failure_threshold),
+            (
+                probe.timeout_seconds,
+                probe.period_seconds,
+                probe.success_threshold,
+                probe.failure_threshold
+            ),
             (Some(1), Some(10), Some(1), Some(3))
         );
         assert_eq!(probe.http_get.as_ref().unwrap().path.as_deref(), Some("/"));

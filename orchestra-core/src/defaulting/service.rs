@@ -1,8 +1,6 @@
 //! Defaults of Services and Endpoints (Kubernetes' `SetDefaults_Service`, `SetDefaults_Endpoints`).
 
-use k8s_openapi::api::core::v1::{
-    ClientIPConfig, Endpoints, Service, SessionAffinityConfig,
-};
+use k8s_openapi::api::core::v1::{ClientIPConfig, Endpoints, Service, SessionAffinityConfig};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::SetDefaults;

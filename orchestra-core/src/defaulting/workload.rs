@@ -63,7 +63,9 @@ impl SetDefaults for Deployment {
             return;
         };
         spec.replicas.get_or_insert(1);
-        let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
+        let strategy = spec
+            .strategy
+            .get_or_insert_with(DeploymentStrategy::default);
         let strategy_type = strategy
             .type_
             .get_or_insert_with(|| "RollingUpdate".to_owned());
@@ -111,7 +113,10 @@ mod tests {
         assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
         let rolling = strategy.rolling_update.unwrap();
         assert_eq!(rolling.max_surge, Some(IntOrString::String("25%".into())));
-        assert_eq!(rolling.max_unavailable, Some(IntOrString::String("25%".into())));
+        assert_eq!(
+            rolling.max_unavailable,
+            Some(IntOrString::String("25%".into()))
+        );
     }
 
     #[test]
@@ -127,7 +132,15 @@ mod tests {
             ..Deployment::default()
         };
         deployment.set_defaults();
-        assert!(deployment.spec.unwrap().strategy.unwrap().rolling_update.is_none());
+        assert!(
+            deployment
+                .spec
+                .unwrap()
+                .strategy
+                .unwrap()
+                .rolling_update
+                .is_none()
+        );
     }
 
     #[test]

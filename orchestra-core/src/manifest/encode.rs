@@ -142,9 +142,30 @@ fn plain_is_safe(s: &str) -> bool {
     }
     !matches!(
         s,
-        "y" | "Y" | "yes" | "Yes" | "YES" | "n" | "N" | "no" | "No" | "NO" | "true" | "True"
-            | "TRUE" | "false" | "False" | "FALSE" | "on" | "On" | "ON" | "off" | "Off" | "OFF"
-            | "null" | "Null" | "NULL"
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "true"
+            | "True"
+            | "TRUE"
+            | "false"
+            | "False"
+            | "FALSE"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
+            | "null"
+            | "Null"
+            | "NULL"
     )
 }
 
@@ -185,7 +206,11 @@ mod tests {
     fn streams_separate_documents() {
         let values = [json!({"a": 1}), json!({"b": [1]})];
         let text = encode_yaml_stream(&values);
-        let parsed: Vec<Value> = parse_all(&text).unwrap().into_iter().map(|d| d.value).collect();
+        let parsed: Vec<Value> = parse_all(&text)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.value)
+            .collect();
         assert_eq!(parsed, values);
     }
 }

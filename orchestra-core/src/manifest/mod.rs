@@ -151,7 +151,11 @@ fn parse_yaml(text: &str) -> Vec<Result<Document, SyntaxError>> {
                     item: None,
                     value: document.value,
                     format: Format::Yaml,
-                    duplicates: document.duplicates.into_iter().map(|(path, _)| path).collect(),
+                    duplicates: document
+                        .duplicates
+                        .into_iter()
+                        .map(|(path, _)| path)
+                        .collect(),
                     positions: Some(positions),
                     base: Path::root(),
                 };
@@ -218,14 +222,17 @@ fn is_list_kind(kind: &str) -> bool {
 /// item kind when missing), or passes any other object through.
 fn expand_list(document: Document, out: &mut Vec<Result<Document, SyntaxError>>) {
     let kind = document.value.get("kind").and_then(Value::as_str);
-    let is_list = kind.is_some_and(is_list_kind)
-        && document.value.get("items").is_some_and(Value::is_array);
+    let is_list =
+        kind.is_some_and(is_list_kind) && document.value.get("items").is_some_and(Value::is_array);
     if !is_list {
         out.push(Ok(document));
         return;
     }
     let list_kind = kind.unwrap_or_default().to_owned();
-    let item_kind = list_kind.strip_suffix("List").unwrap_or_default().to_owned();
+    let item_kind = list_kind
+        .strip_suffix("List")
+        .unwrap_or_default()
+        .to_owned();
     let api_version = document.value.get("apiVersion").cloned();
     let Document {
         index,
@@ -337,12 +344,18 @@ mod tests {
             "apiVersion: v1\nkind: List\nitems:\n- kind: Pod\n  metadata: {name: a, name: b}\n",
         )
         .unwrap();
-        assert_eq!(documents[0].duplicates, vec![Path::new("metadata").child("name")]);
+        assert_eq!(
+            documents[0].duplicates,
+            vec![Path::new("metadata").child("name")]
+        );
     }
 
     #[test]
     fn byte_order_mark_is_skipped() {
-        assert_eq!(parse_all("\u{feff}a: 1\n").unwrap()[0].value, json!({"a": 1}));
+        assert_eq!(
+            parse_all("\u{feff}a: 1\n").unwrap()[0].value,
+            json!({"a": 1})
+        );
     }
 
     #[test]

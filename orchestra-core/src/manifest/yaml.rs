@@ -274,7 +274,9 @@ impl Builder {
         if self.nodes > MAX_NODES {
             return Err(self.error(
                 position,
-                format!("document holds more than {MAX_NODES} values once its aliases are expanded"),
+                format!(
+                    "document holds more than {MAX_NODES} values once its aliases are expanded"
+                ),
             ));
         }
         Ok(())
@@ -410,8 +412,9 @@ impl Builder {
                                 if !item.is_object() {
                                     return Err(YamlError {
                                         position: Some(item_position.position()),
-                                        message: "merge key (<<) needs a mapping or a list of mappings"
-                                            .into(),
+                                        message:
+                                            "merge key (<<) needs a mapping or a list of mappings"
+                                                .into(),
                                     });
                                 }
                                 sources.push((item, item_position));
@@ -479,9 +482,9 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<V
         return match tag.suffix.as_str() {
             "str" | "binary" | "timestamp" => Ok(Value::String(text.to_owned())),
             "null" => Ok(Value::Null),
-            "bool" => resolve_bool(text).map(Value::Bool).ok_or_else(|| {
-                format!("cannot read {text:?} as !!bool")
-            }),
+            "bool" => resolve_bool(text)
+                .map(Value::Bool)
+                .ok_or_else(|| format!("cannot read {text:?} as !!bool")),
             "int" => resolve_int(text).ok_or_else(|| format!("cannot read {text:?} as !!int")),
             "float" => resolve_int(text)
                 .or_else(|| resolve_float(text).ok().flatten())
@@ -562,9 +565,10 @@ fn resolve_int(text: &str) -> Option<Value> {
     }
     let magnitude = u128::from_str_radix(digits, radix).ok()?;
     if negative {
-        let value = i64::try_from(magnitude).ok().map(|m| -m).or_else(|| {
-            (magnitude == 1u128 << 63).then_some(i64::MIN)
-        })?;
+        let value = i64::try_from(magnitude)
+            .ok()
+            .map(|m| -m)
+            .or_else(|| (magnitude == 1u128 << 63).then_some(i64::MIN))?;
         Some(Value::Number(value.into()))
     } else if let Ok(value) = i64::try_from(magnitude) {
         Some(Value::Number(value.into()))
@@ -581,8 +585,18 @@ fn resolve_int(text: &str) -> Option<Value> {
 fn resolve_float(text: &str) -> Result<Option<Value>, String> {
     if matches!(
         text,
-        ".nan" | ".NaN" | ".NAN" | ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf"
-            | "-.Inf" | "-.INF"
+        ".nan"
+            | ".NaN"
+            | ".NAN"
+            | ".inf"
+            | ".Inf"
+            | ".INF"
+            | "+.inf"
+            | "+.Inf"
+            | "+.INF"
+            | "-.inf"
+            | "-.Inf"
+            | "-.INF"
     ) {
         return Err(format!("{text} has no JSON representation"));
     }
@@ -664,7 +678,10 @@ mod tests {
     fn documents_split_on_separator_lines() {
         let documents = parse_stream("a: 1\n---\n# only a comment\n---\nb: 2\n--- # next\nc: 3\n");
         let values: Vec<Value> = documents.into_iter().map(|d| d.unwrap().value).collect();
-        assert_eq!(values, vec![json!({"a": 1}), json!({"b": 2}), json!({"c": 3})]);
+        assert_eq!(
+            values,
+            vec![json!({"a": 1}), json!({"b": 2}), json!({"c": 3})]
+        );
     }
 
     #[test]
@@ -677,15 +694,22 @@ mod tests {
 
     #[test]
     fn positions_are_absolute_lines() {
-        let document = parse_stream("a: 1\n---\nkind: Pod\nspec:\n  containers:\n  - name: x\n    image: y\n")
-            .remove(1)
-            .unwrap();
-        let path = Path::new("spec").child("containers").index(0).child("image");
+        let document =
+            parse_stream("a: 1\n---\nkind: Pod\nspec:\n  containers:\n  - name: x\n    image: y\n")
+                .remove(1)
+                .unwrap();
+        let path = Path::new("spec")
+            .child("containers")
+            .index(0)
+            .child("image");
         assert_eq!(
             document.positions.find(&path),
             Position { line: 7, column: 5 }
         );
-        let missing = Path::new("spec").child("containers").index(0).child("ports");
+        let missing = Path::new("spec")
+            .child("containers")
+            .index(0)
+            .child("ports");
         assert_eq!(
             document.positions.find(&missing),
             Position { line: 6, column: 5 }

@@ -110,7 +110,10 @@ mod tests {
 
     #[test]
     fn type_information_comes_from_k8s_openapi() {
-        assert_eq!(ApiResource::of::<Lease>().api_version, "coordination.k8s.io/v1");
+        assert_eq!(
+            ApiResource::of::<Lease>().api_version,
+            "coordination.k8s.io/v1"
+        );
         assert_eq!(ApiResource::of::<Endpoints>().plural, "endpoints");
         assert_eq!(ApiResource::of::<Pod>().group, "");
         assert_eq!(builtin_resources().len(), 13);

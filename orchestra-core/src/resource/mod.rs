@@ -135,7 +135,9 @@ pub trait ResourceExt: Resource {
 
     /// The annotations, to change.
     fn annotations_mut(&mut self) -> &mut BTreeMap<String, String> {
-        self.meta_mut().annotations.get_or_insert_with(BTreeMap::new)
+        self.meta_mut()
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
     }
 
     /// The owners of this object (empty when none).

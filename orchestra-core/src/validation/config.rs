@@ -36,7 +36,12 @@ impl Validate for ConfigMap {
         let mut size = 0;
         let mut keys = BTreeSet::new();
         for (key, value) in self.data.iter().flatten() {
-            invalid_each(names::config_key(key), &Path::new("data").key(key), key, &mut errors);
+            invalid_each(
+                names::config_key(key),
+                &Path::new("data").key(key),
+                key,
+                &mut errors,
+            );
             keys.insert(key.as_str());
             size += value.len();
         }
@@ -44,7 +49,11 @@ impl Validate for ConfigMap {
             let key_path = Path::new("binaryData").key(key);
             invalid_each(names::config_key(key), &key_path, key, &mut errors);
             if keys.contains(key.as_str()) {
-                errors.push(Error::invalid(&Path::new("data").key(key), key.as_str(), "duplicate of key present in binaryData"));
+                errors.push(Error::invalid(
+                    &Path::new("data").key(key),
+                    key.as_str(),
+                    "duplicate of key present in binaryData",
+                ));
             }
             size += value.0.len();
         }
@@ -77,7 +86,12 @@ impl Validate for Secret {
         let mut size = 0;
         let data = self.data.clone().unwrap_or_default();
         for (key, value) in &data {
-            invalid_each(names::config_key(key), &Path::new("data").key(key), key, &mut errors);
+            invalid_each(
+                names::config_key(key),
+                &Path::new("data").key(key),
+                key,
+                &mut errors,
+            );
             size += value.0.len();
         }
         if size > MAX_DATA_SIZE {
@@ -99,7 +113,9 @@ impl Validate for Secret {
                     .is_some_and(|name| !name.is_empty());
                 if !annotated {
                     errors.push(Error::required(
-                        &Path::new("metadata").child("annotations").key(SERVICE_ACCOUNT_NAME_ANNOTATION),
+                        &Path::new("metadata")
+                            .child("annotations")
+                            .key(SERVICE_ACCOUNT_NAME_ANNOTATION),
                         "",
                     ));
                 }
@@ -139,7 +155,10 @@ impl Validate for ServiceAccount {
         );
         for (i, secret) in self.image_pull_secrets.iter().flatten().enumerate() {
             if secret.name.is_empty() {
-                errors.push(Error::required(&Path::new("imagePullSecrets").index(i).child("name"), ""));
+                errors.push(Error::required(
+                    &Path::new("imagePullSecrets").index(i).child("name"),
+                    "",
+                ));
             }
         }
         errors

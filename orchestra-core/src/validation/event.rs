@@ -32,7 +32,11 @@ impl Validate for Event {
         if let Some(event_type) = self.type_.as_deref().filter(|t| !t.is_empty())
             && !EVENT_TYPES.contains(&event_type)
         {
-            errors.push(Error::not_supported(&Path::new("type"), event_type, &EVENT_TYPES));
+            errors.push(Error::not_supported(
+                &Path::new("type"),
+                event_type,
+                &EVENT_TYPES,
+            ));
         }
         if self.reason.as_deref().is_some_and(|r| r.len() > 128) {
             errors.push(Error::too_long(&Path::new("reason"), 128));

@@ -356,14 +356,20 @@ mod tests {
             r#"Unsupported value: "Sometimes": supported values: "Always", "OnFailure", "Never""#
         );
         assert_eq!(
-            Error::required(&Path::new("metadata").child("name"), "name or generateName is required")
-                .to_string(),
+            Error::required(
+                &Path::new("metadata").child("name"),
+                "name or generateName is required"
+            )
+            .to_string(),
             "metadata.name: Required value: name or generateName is required"
         );
         assert_eq!(
             Error::duplicate(&path, "http").body(),
             r#"Duplicate value: "http""#
         );
-        assert_eq!(Error::too_long(&path, 63).body(), "Too long: may not be more than 63 bytes");
+        assert_eq!(
+            Error::too_long(&path, 63).body(),
+            "Too long: may not be more than 63 bytes"
+        );
     }
 }

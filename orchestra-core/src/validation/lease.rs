@@ -27,7 +27,11 @@ impl Validate for Lease {
                 ));
             }
             if let Some(transitions) = spec.lease_transitions {
-                nonnegative(i64::from(transitions), &path.child("leaseTransitions"), &mut errors);
+                nonnegative(
+                    i64::from(transitions),
+                    &path.child("leaseTransitions"),
+                    &mut errors,
+                );
             }
         }
         errors

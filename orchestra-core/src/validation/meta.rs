@@ -81,7 +81,11 @@ pub fn validate_object_meta(
     if namespaced {
         if !namespace.is_empty() {
             for message in names::dns1123_label(namespace) {
-                errors.push(Error::invalid(&path.child("namespace"), namespace, &message));
+                errors.push(Error::invalid(
+                    &path.child("namespace"),
+                    namespace,
+                    &message,
+                ));
             }
         }
     } else if !namespace.is_empty() {
@@ -94,7 +98,10 @@ pub fn validate_object_meta(
         errors.extend(validate_labels(labels, &path.child("labels")));
     }
     if let Some(annotations) = &meta.annotations {
-        errors.extend(validate_annotations(annotations, &path.child("annotations")));
+        errors.extend(validate_annotations(
+            annotations,
+            &path.child("annotations"),
+        ));
     }
     if let Some(owners) = &meta.owner_references {
         errors.extend(validate_owner_references(
@@ -224,12 +231,7 @@ pub fn validate_finalizers(finalizers: &[String], path: &Path) -> ErrorList {
 /// the operator needs them.
 pub fn validate_label_selector(selector: &LabelSelector, path: &Path) -> ErrorList {
     let mut errors = ErrorList::new();
-    for (i, requirement) in selector
-        .match_expressions
-        .iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, requirement) in selector.match_expressions.iter().flatten().enumerate() {
         let expression_path = path.child("matchExpressions").index(i);
         let values = requirement.values.as_deref().unwrap_or_default();
         match requirement.operator.as_str() {
@@ -292,12 +294,18 @@ mod tests {
     #[test]
     fn names_follow_the_rule() {
         let path = Path::new("metadata");
-        assert!(validate_object_meta(&meta("web.example"), true, NameRule::DnsSubdomain, &path).is_empty());
+        assert!(
+            validate_object_meta(&meta("web.example"), true, NameRule::DnsSubdomain, &path)
+                .is_empty()
+        );
         let errors = validate_object_meta(&meta("web.example"), true, NameRule::DnsLabel, &path);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field.to_string(), "metadata.name");
         let errors = validate_object_meta(&ObjectMeta::default(), true, NameRule::DnsLabel, &path);
-        assert_eq!(errors[0].to_string(), "metadata.name: Required value: name or generateName is required");
+        assert_eq!(
+            errors[0].to_string(),
+            "metadata.name: Required value: name or generateName is required"
+        );
     }
 
     #[test]
@@ -306,7 +314,15 @@ mod tests {
             generate_name: Some("web-".into()),
             ..ObjectMeta::default()
         };
-        assert!(validate_object_meta(&object, true, NameRule::DnsSubdomain, &Path::new("metadata")).is_empty());
+        assert!(
+            validate_object_meta(
+                &object,
+                true,
+                NameRule::DnsSubdomain,
+                &Path::new("metadata")
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -315,7 +331,12 @@ mod tests {
             namespace: Some("default".into()),
             ..meta("node-1")
         };
-        let errors = validate_object_meta(&object, false, NameRule::DnsSubdomain, &Path::new("metadata"));
+        let errors = validate_object_meta(
+            &object,
+            false,
+            NameRule::DnsSubdomain,
+            &Path::new("metadata"),
+        );
         assert_eq!(errors[0].field.to_string(), "metadata.namespace");
     }
 
@@ -332,7 +353,10 @@ mod tests {
     #[test]
     fn finalizers_must_be_qualified() {
         let path = Path::new("metadata").child("finalizers");
-        assert!(validate_finalizers(&["kubernetes".into(), "example.com/cleanup".into()], &path).is_empty());
+        assert!(
+            validate_finalizers(&["kubernetes".into(), "example.com/cleanup".into()], &path)
+                .is_empty()
+        );
         assert_eq!(validate_finalizers(&["cleanup".into()], &path).len(), 1);
     }
 }

@@ -170,7 +170,8 @@ pub fn port_name(value: &str) -> Vec<String> {
         errors.push(max_length_message(IANA_SVC_NAME_MAX_LENGTH));
     }
     if !value.bytes().all(|c| is_lower_alnum(c) || c == b'-') {
-        errors.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
+        errors
+            .push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
     }
     if value.contains("--") {
         errors.push("must not contain consecutive hyphens".into());
@@ -187,7 +188,11 @@ pub fn port_name(value: &str) -> Vec<String> {
 /// An environment variable name: printable ASCII other than `=` (Kubernetes' relaxed rule, the
 /// default since 1.32).
 pub fn env_var_name(value: &str) -> Vec<String> {
-    if !value.is_empty() && value.bytes().all(|c| (b' '..=b'~').contains(&c) && c != b'=') {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|c| (b' '..=b'~').contains(&c) && c != b'=')
+    {
         Vec::new()
     } else {
         vec![
@@ -309,7 +314,15 @@ mod tests {
     fn port_names() {
         assert!(port_name("http").is_empty());
         assert!(port_name("h2-c").is_empty());
-        for bad in ["", "80", "HTTP", "-http", "http-", "ht--tp", "a-very-long-port-name"] {
+        for bad in [
+            "",
+            "80",
+            "HTTP",
+            "-http",
+            "http-",
+            "ht--tp",
+            "a-very-long-port-name",
+        ] {
             assert!(!port_name(bad).is_empty(), "{bad}");
         }
     }

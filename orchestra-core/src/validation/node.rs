@@ -27,7 +27,12 @@ impl Validate for Node {
                 invalid_each(names::cidr(cidr), &path.child("podCIDR"), cidr, &mut errors);
             }
             for (i, cidr) in spec.pod_cidrs.iter().flatten().enumerate() {
-                invalid_each(names::cidr(cidr), &path.child("podCIDRs").index(i), cidr, &mut errors);
+                invalid_each(
+                    names::cidr(cidr),
+                    &path.child("podCIDRs").index(i),
+                    cidr,
+                    &mut errors,
+                );
             }
             let mut seen = BTreeSet::new();
             for (i, taint) in spec.taints.iter().flatten().enumerate() {
@@ -35,15 +40,29 @@ impl Validate for Node {
                 if taint.key.is_empty() {
                     errors.push(Error::required(&taint_path.child("key"), ""));
                 } else {
-                    invalid_each(names::qualified_name(&taint.key), &taint_path.child("key"), &taint.key, &mut errors);
+                    invalid_each(
+                        names::qualified_name(&taint.key),
+                        &taint_path.child("key"),
+                        &taint.key,
+                        &mut errors,
+                    );
                 }
                 if let Some(value) = taint.value.as_deref() {
-                    invalid_each(names::label_value(value), &taint_path.child("value"), value, &mut errors);
+                    invalid_each(
+                        names::label_value(value),
+                        &taint_path.child("value"),
+                        value,
+                        &mut errors,
+                    );
                 }
                 if taint.effect.is_empty() {
                     errors.push(Error::required(&taint_path.child("effect"), ""));
                 } else if !TAINT_EFFECTS.contains(&taint.effect.as_str()) {
-                    errors.push(Error::not_supported(&taint_path.child("effect"), taint.effect.as_str(), &TAINT_EFFECTS));
+                    errors.push(Error::not_supported(
+                        &taint_path.child("effect"),
+                        taint.effect.as_str(),
+                        &TAINT_EFFECTS,
+                    ));
                 }
                 if !seen.insert((taint.key.clone(), taint.effect.clone())) {
                     errors.push(Error {
@@ -55,7 +74,10 @@ impl Validate for Node {
         }
         if let Some(status) = &self.status {
             let path = Path::new("status");
-            for (field, list) in [("capacity", &status.capacity), ("allocatable", &status.allocatable)] {
+            for (field, list) in [
+                ("capacity", &status.capacity),
+                ("allocatable", &status.allocatable),
+            ] {
                 for (name, quantity) in list.iter().flatten() {
                     validate_quantity(quantity, &path.child(field).key(name), &mut errors);
                 }

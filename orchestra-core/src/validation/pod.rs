@@ -112,7 +112,10 @@ pub fn validate_pod_template(template: &PodTemplateSpec, path: &Path) -> ErrorLi
     let mut errors = ErrorList::new();
     if let Some(meta) = &template.metadata {
         if let Some(labels) = &meta.labels {
-            errors.extend(validate_labels(labels, &path.child("metadata").child("labels")));
+            errors.extend(validate_labels(
+                labels,
+                &path.child("metadata").child("labels"),
+            ));
         }
         if let Some(annotations) = &meta.annotations {
             errors.extend(validate_annotations(
@@ -132,7 +135,11 @@ pub fn validate_pod_template(template: &PodTemplateSpec, path: &Path) -> ErrorLi
 /// Checks a pod spec (of a pod or of a template).
 pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
     let mut errors = ErrorList::new();
-    let volumes = validate_volumes(spec.volumes.as_deref().unwrap_or_default(), &path.child("volumes"), &mut errors);
+    let volumes = validate_volumes(
+        spec.volumes.as_deref().unwrap_or_default(),
+        &path.child("volumes"),
+        &mut errors,
+    );
     validate_containers(spec, &volumes, path, &mut errors);
     one_of(
         spec.restart_policy.as_deref().unwrap_or_default(),
@@ -165,12 +172,22 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
         ("nodeName", &spec.node_name),
     ] {
         if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-            invalid_each(names::dns1123_subdomain(value), &path.child(field), value, &mut errors);
+            invalid_each(
+                names::dns1123_subdomain(value),
+                &path.child(field),
+                value,
+                &mut errors,
+            );
         }
     }
     for (field, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
         if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-            invalid_each(names::dns1123_label(value), &path.child(field), value, &mut errors);
+            invalid_each(
+                names::dns1123_label(value),
+                &path.child(field),
+                value,
+                &mut errors,
+            );
         }
     }
     if let Some(seconds) = spec.active_deadline_seconds
@@ -183,17 +200,27 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
         ));
     }
     if let Some(seconds) = spec.termination_grace_period_seconds {
-        nonnegative(seconds, &path.child("terminationGracePeriodSeconds"), &mut errors);
+        nonnegative(
+            seconds,
+            &path.child("terminationGracePeriodSeconds"),
+            &mut errors,
+        );
     }
     for (i, toleration) in spec.tolerations.iter().flatten().enumerate() {
         validate_toleration(toleration, &path.child("tolerations").index(i), &mut errors);
     }
     for (i, secret) in spec.image_pull_secrets.iter().flatten().enumerate() {
         if secret.name.is_empty() {
-            errors.push(Error::required(&path.child("imagePullSecrets").index(i).child("name"), ""));
+            errors.push(Error::required(
+                &path.child("imagePullSecrets").index(i).child("name"),
+                "",
+            ));
         }
     }
-    if let Some(affinity) = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref())
+    if let Some(affinity) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
         && let Some(required) = &affinity.required_during_scheduling_ignored_during_execution
     {
         let terms_path = path
@@ -202,7 +229,10 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
             .child("requiredDuringSchedulingIgnoredDuringExecution")
             .child("nodeSelectorTerms");
         if required.node_selector_terms.is_empty() {
-            errors.push(Error::required(&terms_path, "must have at least one node selector term"));
+            errors.push(Error::required(
+                &terms_path,
+                "must have at least one node selector term",
+            ));
         }
         for (i, term) in required.node_selector_terms.iter().enumerate() {
             for (j, requirement) in term.match_expressions.iter().flatten().enumerate() {
@@ -270,7 +300,12 @@ fn validate_toleration(toleration: &Toleration, path: &Path, errors: &mut ErrorL
     }
     let value = toleration.value.as_deref().unwrap_or_default();
     match operator {
-        "Equal" => invalid_each(names::label_value(value), &path.child("value"), value, errors),
+        "Equal" => invalid_each(
+            names::label_value(value),
+            &path.child("value"),
+            value,
+            errors,
+        ),
         "Exists" => {
             if !value.is_empty() {
                 errors.push(Error::invalid(
@@ -280,7 +315,11 @@ fn validate_toleration(toleration: &Toleration, path: &Path, errors: &mut ErrorL
                 ));
             }
         }
-        other => errors.push(Error::not_supported(&path.child("operator"), other, &["Equal", "Exists"])),
+        other => errors.push(Error::not_supported(
+            &path.child("operator"),
+            other,
+            &["Equal", "Exists"],
+        )),
     }
     let effect = toleration.effect.as_deref().unwrap_or_default();
     if !effect.is_empty() && !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
@@ -308,7 +347,12 @@ fn validate_volumes(volumes: &[Volume], path: &Path, errors: &mut ErrorList) -> 
         if volume.name.is_empty() {
             errors.push(Error::required(&name_path, ""));
         } else {
-            invalid_each(names::dns1123_label(&volume.name), &name_path, &volume.name, errors);
+            invalid_each(
+                names::dns1123_label(&volume.name),
+                &name_path,
+                &volume.name,
+                errors,
+            );
             if !seen.insert(volume.name.clone()) {
                 errors.push(Error::duplicate(&name_path, volume.name.as_str()));
             }
@@ -327,14 +371,21 @@ fn validate_volume_source(volume: &Volume, path: &Path, errors: &mut ErrorList) 
     match sources {
         0 => errors.push(Error::required(path, "must specify a volume type")),
         1 => {}
-        _ => errors.push(Error::forbidden(path, "may not specify more than 1 volume type")),
+        _ => errors.push(Error::forbidden(
+            path,
+            "may not specify more than 1 volume type",
+        )),
     }
     if let Some(empty_dir) = &volume.empty_dir {
         if let Some(medium) = empty_dir.medium.as_deref()
             && !["", "Memory"].contains(&medium)
             && !medium.starts_with("HugePages")
         {
-            errors.push(Error::not_supported(&path.child("emptyDir").child("medium"), medium, &["", "Memory", "HugePages"]));
+            errors.push(Error::not_supported(
+                &path.child("emptyDir").child("medium"),
+                medium,
+                &["", "Memory", "HugePages"],
+            ));
         }
         if let Some(limit) = &empty_dir.size_limit {
             validate_quantity(limit, &path.child("emptyDir").child("sizeLimit"), errors);
@@ -345,14 +396,29 @@ fn validate_volume_source(volume: &Volume, path: &Path, errors: &mut ErrorList) 
         if host_path.path.is_empty() {
             errors.push(Error::required(&host_path_path.child("path"), ""));
         } else if host_path.path.split('/').any(|part| part == "..") {
-            errors.push(Error::invalid(&host_path_path.child("path"), host_path.path.as_str(), "must not contain '..'"));
+            errors.push(Error::invalid(
+                &host_path_path.child("path"),
+                host_path.path.as_str(),
+                "must not contain '..'",
+            ));
         }
         let kind = host_path.type_.as_deref().unwrap_or_default();
         const TYPES: [&str; 8] = [
-            "", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice",
+            "",
+            "DirectoryOrCreate",
+            "Directory",
+            "FileOrCreate",
+            "File",
+            "Socket",
+            "CharDevice",
+            "BlockDevice",
         ];
         if !TYPES.contains(&kind) {
-            errors.push(Error::not_supported(&host_path_path.child("type"), kind, &TYPES));
+            errors.push(Error::not_supported(
+                &host_path_path.child("type"),
+                kind,
+                &TYPES,
+            ));
         }
     }
     if let Some(secret) = &volume.secret {
@@ -360,30 +426,65 @@ fn validate_volume_source(volume: &Volume, path: &Path, errors: &mut ErrorList) 
         if secret.secret_name.as_deref().is_none_or(str::is_empty) {
             errors.push(Error::required(&secret_path.child("secretName"), ""));
         }
-        validate_mode(secret.default_mode, &secret_path.child("defaultMode"), errors);
-        validate_key_to_paths(secret.items.as_deref().unwrap_or_default(), &secret_path.child("items"), errors);
+        validate_mode(
+            secret.default_mode,
+            &secret_path.child("defaultMode"),
+            errors,
+        );
+        validate_key_to_paths(
+            secret.items.as_deref().unwrap_or_default(),
+            &secret_path.child("items"),
+            errors,
+        );
     }
     if let Some(config_map) = &volume.config_map {
         let config_map_path = path.child("configMap");
         if config_map.name.is_empty() {
             errors.push(Error::required(&config_map_path.child("name"), ""));
         }
-        validate_mode(config_map.default_mode, &config_map_path.child("defaultMode"), errors);
-        validate_key_to_paths(config_map.items.as_deref().unwrap_or_default(), &config_map_path.child("items"), errors);
+        validate_mode(
+            config_map.default_mode,
+            &config_map_path.child("defaultMode"),
+            errors,
+        );
+        validate_key_to_paths(
+            config_map.items.as_deref().unwrap_or_default(),
+            &config_map_path.child("items"),
+            errors,
+        );
     }
     if let Some(claim) = &volume.persistent_volume_claim
         && claim.claim_name.is_empty()
     {
-        errors.push(Error::required(&path.child("persistentVolumeClaim").child("claimName"), ""));
+        errors.push(Error::required(
+            &path.child("persistentVolumeClaim").child("claimName"),
+            "",
+        ));
     }
     if let Some(downward_api) = &volume.downward_api {
-        validate_mode(downward_api.default_mode, &path.child("downwardAPI").child("defaultMode"), errors);
+        validate_mode(
+            downward_api.default_mode,
+            &path.child("downwardAPI").child("defaultMode"),
+            errors,
+        );
         for (i, item) in downward_api.items.iter().flatten().enumerate() {
-            validate_relative_path(&item.path, &path.child("downwardAPI").child("items").index(i).child("path"), errors);
+            validate_relative_path(
+                &item.path,
+                &path
+                    .child("downwardAPI")
+                    .child("items")
+                    .index(i)
+                    .child("path"),
+                errors,
+            );
         }
     }
     if let Some(projected) = &volume.projected {
-        validate_mode(projected.default_mode, &path.child("projected").child("defaultMode"), errors);
+        validate_mode(
+            projected.default_mode,
+            &path.child("projected").child("defaultMode"),
+            errors,
+        );
     }
 }
 
@@ -441,7 +542,11 @@ fn validate_containers(
         if let Some(policy) = container.restart_policy.as_deref()
             && policy != "Always"
         {
-            errors.push(Error::not_supported(&container_path.child("restartPolicy"), policy, &["Always"]));
+            errors.push(Error::not_supported(
+                &container_path.child("restartPolicy"),
+                policy,
+                &["Always"],
+            ));
         }
         if !sidecar {
             for (field, set) in [
@@ -458,7 +563,13 @@ fn validate_containers(
                 }
             }
         }
-        validate_host_ports(container, host_network, &container_path, &mut host_ports, errors);
+        validate_host_ports(
+            container,
+            host_network,
+            &container_path,
+            &mut host_ports,
+            errors,
+        );
     }
     for (i, container) in spec.containers.iter().enumerate() {
         let container_path = containers_path.index(i);
@@ -469,7 +580,13 @@ fn validate_containers(
                 &format!("may not be set for non-init containers (found {policy:?})"),
             ));
         }
-        validate_host_ports(container, host_network, &container_path, &mut host_ports, errors);
+        validate_host_ports(
+            container,
+            host_network,
+            &container_path,
+            &mut host_ports,
+            errors,
+        );
     }
 }
 
@@ -516,7 +633,12 @@ fn validate_container(
     if container.name.is_empty() {
         errors.push(Error::required(&name_path, ""));
     } else {
-        invalid_each(names::dns1123_label(&container.name), &name_path, &container.name, errors);
+        invalid_each(
+            names::dns1123_label(&container.name),
+            &name_path,
+            &container.name,
+            errors,
+        );
         if !names_seen.insert(container.name.clone()) {
             errors.push(Error::duplicate(&name_path, container.name.as_str()));
         }
@@ -524,9 +646,17 @@ fn validate_container(
     if let Some(image) = container.image.as_deref()
         && image.trim() != image
     {
-        errors.push(Error::invalid(&path.child("image"), image, "must not have leading or trailing whitespace"));
+        errors.push(Error::invalid(
+            &path.child("image"),
+            image,
+            "must not have leading or trailing whitespace",
+        ));
     }
-    validate_container_ports(container.ports.as_deref().unwrap_or_default(), &path.child("ports"), errors);
+    validate_container_ports(
+        container.ports.as_deref().unwrap_or_default(),
+        &path.child("ports"),
+        errors,
+    );
     for (i, env) in container.env.iter().flatten().enumerate() {
         validate_env(env, &path.child("env").index(i), errors);
     }
@@ -552,7 +682,10 @@ fn validate_container(
         }
     }
     if let Some(lifecycle) = &container.lifecycle {
-        for (field, handler) in [("postStart", &lifecycle.post_start), ("preStop", &lifecycle.pre_stop)] {
+        for (field, handler) in [
+            ("postStart", &lifecycle.post_start),
+            ("preStop", &lifecycle.pre_stop),
+        ] {
             if let Some(handler) = handler {
                 validate_lifecycle_handler(handler, &path.child("lifecycle").child(field), errors);
             }
@@ -565,7 +698,10 @@ fn validate_container(
         errors,
     );
     one_of(
-        container.termination_message_policy.as_deref().unwrap_or_default(),
+        container
+            .termination_message_policy
+            .as_deref()
+            .unwrap_or_default(),
         &["File", "FallbackToLogsOnError"],
         &path.child("terminationMessagePolicy"),
         errors,
@@ -588,12 +724,20 @@ fn validate_container_ports(ports: &[ContainerPort], path: &Path, errors: &mut E
             errors.push(Error::required(&container_port_path, ""));
         } else {
             for message in names::port_number(i64::from(port.container_port)) {
-                errors.push(Error::invalid(&container_port_path, port.container_port, &message));
+                errors.push(Error::invalid(
+                    &container_port_path,
+                    port.container_port,
+                    &message,
+                ));
             }
         }
         if let Some(host_port) = port.host_port.filter(|&p| p != 0) {
             for message in names::port_number(i64::from(host_port)) {
-                errors.push(Error::invalid(&port_path.child("hostPort"), host_port, &message));
+                errors.push(Error::invalid(
+                    &port_path.child("hostPort"),
+                    host_port,
+                    &message,
+                ));
             }
         }
         one_of(
@@ -603,7 +747,12 @@ fn validate_container_ports(ports: &[ContainerPort], path: &Path, errors: &mut E
             errors,
         );
         if let Some(host_ip) = port.host_ip.as_deref().filter(|ip| !ip.is_empty()) {
-            invalid_each(names::ip_address(host_ip), &port_path.child("hostIP"), host_ip, errors);
+            invalid_each(
+                names::ip_address(host_ip),
+                &port_path.child("hostIP"),
+                host_ip,
+                errors,
+            );
         }
     }
 }
@@ -640,7 +789,12 @@ fn validate_env(env: &EnvVar, path: &Path, errors: &mut ErrorList) {
     if env.name.is_empty() {
         errors.push(Error::required(&name_path, ""));
     } else {
-        invalid_each(names::env_var_name(&env.name), &name_path, &env.name, errors);
+        invalid_each(
+            names::env_var_name(&env.name),
+            &name_path,
+            &env.name,
+            errors,
+        );
     }
     let Some(source) = &env.value_from else {
         return;
@@ -662,7 +816,11 @@ fn validate_env(env: &EnvVar, path: &Path, errors: &mut ErrorList) {
         if let Some(version) = field_ref.api_version.as_deref()
             && version != "v1"
         {
-            errors.push(Error::not_supported(&source_path.child("fieldRef").child("apiVersion"), version, &["v1"]));
+            errors.push(Error::not_supported(
+                &source_path.child("fieldRef").child("apiVersion"),
+                version,
+                &["v1"],
+            ));
         }
     }
     if let Some(resource_ref) = &source.resource_field_ref {
@@ -672,16 +830,30 @@ fn validate_env(env: &EnvVar, path: &Path, errors: &mut ErrorList) {
         if resource.is_empty() {
             errors.push(Error::required(&resource_path, ""));
         } else if !RESOURCE_FIELD_REFS.contains(&resource) && !resource.contains("hugepages-") {
-            errors.push(Error::not_supported(&resource_path, resource, &RESOURCE_FIELD_REFS));
+            errors.push(Error::not_supported(
+                &resource_path,
+                resource,
+                &RESOURCE_FIELD_REFS,
+            ));
         }
     }
     if let Some(key_ref) = &source.config_map_key_ref {
         count += 1;
-        validate_key_ref(&key_ref.name, &key_ref.key, &source_path.child("configMapKeyRef"), errors);
+        validate_key_ref(
+            &key_ref.name,
+            &key_ref.key,
+            &source_path.child("configMapKeyRef"),
+            errors,
+        );
     }
     if let Some(key_ref) = &source.secret_key_ref {
         count += 1;
-        validate_key_ref(&key_ref.name, &key_ref.key, &source_path.child("secretKeyRef"), errors);
+        validate_key_ref(
+            &key_ref.name,
+            &key_ref.key,
+            &source_path.child("secretKeyRef"),
+            errors,
+        );
     }
     match count {
         0 => errors.push(Error::invalid(
@@ -718,13 +890,21 @@ fn validate_key_ref(name: &str, key: &str, path: &Path, errors: &mut ErrorList) 
 
 fn validate_env_from(source: &EnvFromSource, path: &Path, errors: &mut ErrorList) {
     if let Some(prefix) = source.prefix.as_deref().filter(|p| !p.is_empty()) {
-        invalid_each(names::env_var_name(prefix), &path.child("prefix"), prefix, errors);
+        invalid_each(
+            names::env_var_name(prefix),
+            &path.child("prefix"),
+            prefix,
+            errors,
+        );
     }
     let mut count = 0;
     if let Some(reference) = &source.config_map_ref {
         count += 1;
         if reference.name.is_empty() {
-            errors.push(Error::required(&path.child("configMapRef").child("name"), ""));
+            errors.push(Error::required(
+                &path.child("configMapRef").child("name"),
+                "",
+            ));
         }
     }
     if let Some(reference) = &source.secret_ref {
@@ -734,9 +914,17 @@ fn validate_env_from(source: &EnvFromSource, path: &Path, errors: &mut ErrorList
         }
     }
     match count {
-        0 => errors.push(Error::invalid(path, "", "must specify one of: `configMapRef` or `secretRef`")),
+        0 => errors.push(Error::invalid(
+            path,
+            "",
+            "must specify one of: `configMapRef` or `secretRef`",
+        )),
         1 => {}
-        _ => errors.push(Error::invalid(path, "", "may not have more than one field specified at a time")),
+        _ => errors.push(Error::invalid(
+            path,
+            "",
+            "may not have more than one field specified at a time",
+        )),
     }
 }
 
@@ -752,25 +940,44 @@ fn validate_volume_mounts(
         if mount.name.is_empty() {
             errors.push(Error::required(&mount_path.child("name"), ""));
         } else if !volumes.contains(&mount.name) {
-            errors.push(Error::not_found(&mount_path.child("name"), mount.name.as_str()));
+            errors.push(Error::not_found(
+                &mount_path.child("name"),
+                mount.name.as_str(),
+            ));
         }
         let target = mount_path.child("mountPath");
         if mount.mount_path.is_empty() {
             errors.push(Error::required(&target, ""));
         } else if !mount_paths.insert(mount.mount_path.clone()) {
-            errors.push(Error::invalid(&target, mount.mount_path.as_str(), "must be unique"));
+            errors.push(Error::invalid(
+                &target,
+                mount.mount_path.as_str(),
+                "must be unique",
+            ));
         }
         if let Some(sub_path) = mount.sub_path.as_deref().filter(|p| !p.is_empty()) {
             if sub_path.starts_with('/') {
-                errors.push(Error::invalid(&mount_path.child("subPath"), sub_path, "must be a relative path"));
+                errors.push(Error::invalid(
+                    &mount_path.child("subPath"),
+                    sub_path,
+                    "must be a relative path",
+                ));
             } else if sub_path.split('/').any(|part| part == "..") {
-                errors.push(Error::invalid(&mount_path.child("subPath"), sub_path, "must not contain '..'"));
+                errors.push(Error::invalid(
+                    &mount_path.child("subPath"),
+                    sub_path,
+                    "must not contain '..'",
+                ));
             }
         }
         if let Some(propagation) = mount.mount_propagation.as_deref() {
             const MODES: [&str; 3] = ["None", "HostToContainer", "Bidirectional"];
             if !MODES.contains(&propagation) {
-                errors.push(Error::not_supported(&mount_path.child("mountPropagation"), propagation, &MODES));
+                errors.push(Error::not_supported(
+                    &mount_path.child("mountPropagation"),
+                    propagation,
+                    &MODES,
+                ));
             }
         }
     }
@@ -783,7 +990,11 @@ pub(crate) fn validate_quantity(quantity: &QuantityString, path: &Path, errors: 
             errors.push(Error::invalid(path, quantity.0.as_str(), NONNEGATIVE));
         }
         Ok(_) => {}
-        Err(error) => errors.push(Error::invalid(path, quantity.0.as_str(), &error.to_string())),
+        Err(error) => errors.push(Error::invalid(
+            path,
+            quantity.0.as_str(),
+            &error.to_string(),
+        )),
     }
 }
 
@@ -797,9 +1008,15 @@ fn validate_resource_name(name: &str, path: &Path, errors: &mut ErrorList) {
     }
     let standard = STANDARD_CONTAINER_RESOURCES.contains(&name)
         || name.starts_with("hugepages-")
-        || (name.contains('/') && !name.starts_with("kubernetes.io/") && !name.contains(".kubernetes.io/"));
+        || (name.contains('/')
+            && !name.starts_with("kubernetes.io/")
+            && !name.contains(".kubernetes.io/"));
     if !standard {
-        errors.push(Error::invalid(path, name, "must be a standard resource for containers"));
+        errors.push(Error::invalid(
+            path,
+            name,
+            "must be a standard resource for containers",
+        ));
     }
 }
 
@@ -853,7 +1070,10 @@ fn validate_probe(probe: &Probe, liveness_like: bool, path: &Path, errors: &mut 
     match handlers {
         0 => errors.push(Error::required(path, "must specify a handler type")),
         1 => {}
-        _ => errors.push(Error::forbidden(path, "may not specify more than 1 handler type")),
+        _ => errors.push(Error::forbidden(
+            path,
+            "may not specify more than 1 handler type",
+        )),
     }
     if let Some(exec) = &probe.exec
         && exec.command.as_ref().is_none_or(Vec::is_empty)
@@ -868,7 +1088,11 @@ fn validate_probe(probe: &Probe, liveness_like: bool, path: &Path, errors: &mut 
     }
     if let Some(grpc) = &probe.grpc {
         for message in names::port_number(i64::from(grpc.port)) {
-            errors.push(Error::invalid(&path.child("grpc").child("port"), grpc.port, &message));
+            errors.push(Error::invalid(
+                &path.child("grpc").child("port"),
+                grpc.port,
+                &message,
+            ));
         }
     }
     for (field, value) in [
@@ -883,14 +1107,26 @@ fn validate_probe(probe: &Probe, liveness_like: bool, path: &Path, errors: &mut 
         }
     }
     if liveness_like && let Some(threshold) = probe.success_threshold.filter(|&t| t != 1) {
-        errors.push(Error::invalid(&path.child("successThreshold"), threshold, "must be 1"));
+        errors.push(Error::invalid(
+            &path.child("successThreshold"),
+            threshold,
+            "must be 1",
+        ));
     }
     if let Some(seconds) = probe.termination_grace_period_seconds {
         let grace_path = path.child("terminationGracePeriodSeconds");
         if !liveness_like {
-            errors.push(Error::invalid(&grace_path, seconds, "must not be set for readinessProbes"));
+            errors.push(Error::invalid(
+                &grace_path,
+                seconds,
+                "must not be set for readinessProbes",
+            ));
         } else if seconds <= 0 {
-            errors.push(Error::invalid(&grace_path, seconds, "must be greater than 0"));
+            errors.push(Error::invalid(
+                &grace_path,
+                seconds,
+                "must be greater than 0",
+            ));
         }
     }
 }
@@ -903,7 +1139,11 @@ fn validate_http_get(action: &HTTPGetAction, path: &Path, errors: &mut ErrorList
     if let Some(scheme) = action.scheme.as_deref()
         && !["HTTP", "HTTPS"].contains(&scheme)
     {
-        errors.push(Error::not_supported(&path.child("scheme"), scheme, &["HTTP", "HTTPS"]));
+        errors.push(Error::not_supported(
+            &path.child("scheme"),
+            scheme,
+            &["HTTP", "HTTPS"],
+        ));
     }
     for (i, header) in action.http_headers.iter().flatten().enumerate() {
         let valid = !header.name.is_empty()
@@ -934,7 +1174,10 @@ fn validate_lifecycle_handler(handler: &LifecycleHandler, path: &Path, errors: &
     match handlers {
         0 => errors.push(Error::required(path, "must specify a handler type")),
         1 => {}
-        _ => errors.push(Error::forbidden(path, "may not specify more than 1 handler type")),
+        _ => errors.push(Error::forbidden(
+            path,
+            "may not specify more than 1 handler type",
+        )),
     }
     if let Some(exec) = &handler.exec
         && exec.command.as_ref().is_none_or(Vec::is_empty)
@@ -950,6 +1193,10 @@ fn validate_lifecycle_handler(handler: &LifecycleHandler, path: &Path, errors: &
     if let Some(sleep) = &handler.sleep
         && sleep.seconds <= 0
     {
-        errors.push(Error::invalid(&path.child("sleep").child("seconds"), sleep.seconds, "must be greater than 0"));
+        errors.push(Error::invalid(
+            &path.child("sleep").child("seconds"),
+            sleep.seconds,
+            "must be greater than 0",
+        ));
     }
 }

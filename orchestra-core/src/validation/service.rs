@@ -27,7 +27,12 @@ impl Validate for Service {
             return errors;
         };
         let service_type = spec.type_.as_deref().unwrap_or_default();
-        one_of(service_type, &SERVICE_TYPES, &path.child("type"), &mut errors);
+        one_of(
+            service_type,
+            &SERVICE_TYPES,
+            &path.child("type"),
+            &mut errors,
+        );
         let cluster_ip = spec.cluster_ip.as_deref().unwrap_or_default();
         let headless = cluster_ip == "None";
         let ports = spec.ports.as_deref().unwrap_or_default();
@@ -54,17 +59,31 @@ impl Validate for Service {
                 ));
             }
         } else if !cluster_ip.is_empty() && !headless {
-            invalid_each(names::ip_address(cluster_ip), &path.child("clusterIP"), cluster_ip, &mut errors);
+            invalid_each(
+                names::ip_address(cluster_ip),
+                &path.child("clusterIP"),
+                cluster_ip,
+                &mut errors,
+            );
         }
         let mut port_names = BTreeSet::new();
         let mut port_keys = BTreeSet::new();
         let mut node_ports = BTreeSet::new();
         for (i, port) in ports.iter().enumerate() {
             let port_path = path.child("ports").index(i);
-            validate_service_port(port, ports.len() > 1, &port_path, &mut port_names, &mut errors);
+            validate_service_port(
+                port,
+                ports.len() > 1,
+                &port_path,
+                &mut port_names,
+                &mut errors,
+            );
             let protocol = port.protocol.as_deref().unwrap_or("TCP");
             if !port_keys.insert((port.port, protocol.to_owned())) {
-                errors.push(Error::duplicate(&port_path, format!("{}/{protocol}", port.port)));
+                errors.push(Error::duplicate(
+                    &port_path,
+                    format!("{}/{protocol}", port.port),
+                ));
             }
             let node_port = port.node_port.unwrap_or_default();
             if node_port != 0 {
@@ -87,7 +106,12 @@ impl Validate for Service {
             errors.extend(validate_labels(selector, &path.child("selector")));
         }
         let affinity = spec.session_affinity.as_deref().unwrap_or_default();
-        one_of(affinity, &["ClientIP", "None"], &path.child("sessionAffinity"), &mut errors);
+        one_of(
+            affinity,
+            &["ClientIP", "None"],
+            &path.child("sessionAffinity"),
+            &mut errors,
+        );
         if affinity == "ClientIP" {
             let timeout = spec
                 .session_affinity_config
@@ -120,12 +144,27 @@ impl Validate for Service {
             }
         }
         if let Some(policy) = spec.internal_traffic_policy.as_deref() {
-            one_of(policy, &["Cluster", "Local"], &path.child("internalTrafficPolicy"), &mut errors);
+            one_of(
+                policy,
+                &["Cluster", "Local"],
+                &path.child("internalTrafficPolicy"),
+                &mut errors,
+            );
         }
         for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
-            invalid_each(names::ip_address(ip), &path.child("externalIPs").index(i), ip, &mut errors);
+            invalid_each(
+                names::ip_address(ip),
+                &path.child("externalIPs").index(i),
+                ip,
+                &mut errors,
+            );
         }
-        for (i, range) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
+        for (i, range) in spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .enumerate()
+        {
             let range_path = path.child("loadBalancerSourceRanges").index(i);
             if service_type != "LoadBalancer" {
                 errors.push(Error::forbidden(
@@ -162,12 +201,22 @@ fn validate_service_port(
     for message in names::port_number(i64::from(port.port)) {
         errors.push(Error::invalid(&path.child("port"), port.port, &message));
     }
-    one_of(port.protocol.as_deref().unwrap_or_default(), &PROTOCOLS, &path.child("protocol"), errors);
+    one_of(
+        port.protocol.as_deref().unwrap_or_default(),
+        &PROTOCOLS,
+        &path.child("protocol"),
+        errors,
+    );
     if let Some(target) = &port.target_port {
         port_number_or_name(target, &path.child("targetPort"), errors);
     }
     if let Some(app_protocol) = port.app_protocol.as_deref() {
-        invalid_each(names::qualified_name(app_protocol), &path.child("appProtocol"), app_protocol, errors);
+        invalid_each(
+            names::qualified_name(app_protocol),
+            &path.child("appProtocol"),
+            app_protocol,
+            errors,
+        );
     }
 }
 
@@ -192,7 +241,12 @@ impl Validate for Endpoints {
             for (field, list) in [("addresses", addresses), ("notReadyAddresses", not_ready)] {
                 for (j, address) in list.iter().enumerate() {
                     let ip_path = subset_path.child(field).index(j).child("ip");
-                    invalid_each(names::ip_address(&address.ip), &ip_path, &address.ip, &mut errors);
+                    invalid_each(
+                        names::ip_address(&address.ip),
+                        &ip_path,
+                        &address.ip,
+                        &mut errors,
+                    );
                     if let Some(hostname) = address.hostname.as_deref().filter(|h| !h.is_empty()) {
                         invalid_each(
                             names::dns1123_label(hostname),
@@ -232,7 +286,12 @@ fn validate_endpoint_port(
             errors.push(Error::required(&path.child("name"), ""));
         }
     } else {
-        invalid_each(names::dns1123_label(name), &path.child("name"), name, errors);
+        invalid_each(
+            names::dns1123_label(name),
+            &path.child("name"),
+            name,
+            errors,
+        );
         if !names_seen.insert(name.to_owned()) {
             errors.push(Error::duplicate(&path.child("name"), name));
         }
@@ -240,5 +299,10 @@ fn validate_endpoint_port(
     for message in names::port_number(i64::from(port.port)) {
         errors.push(Error::invalid(&path.child("port"), port.port, &message));
     }
-    one_of(port.protocol.as_deref().unwrap_or_default(), &PROTOCOLS, &path.child("protocol"), errors);
+    one_of(
+        port.protocol.as_deref().unwrap_or_default(),
+        &PROTOCOLS,
+        &path.child("protocol"),
+        errors,
+    );
 }

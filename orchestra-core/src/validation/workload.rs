@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -78,8 +80,14 @@ fn validate_workload_selector(
     let problems = validate_label_selector(selector, path);
     let well_formed = problems.is_empty();
     errors.extend(problems);
-    let empty = selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty);
+    let empty = selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty);
     if empty {
         errors.push(Error::invalid(
             path,
@@ -107,7 +115,11 @@ impl Validate for ReplicationController {
             errors.push(Error::required(&path.child("selector"), ""));
             return errors;
         };
-        nonnegative(i64::from(spec.replicas.unwrap_or(1)), &path.child("replicas"), &mut errors);
+        nonnegative(
+            i64::from(spec.replicas.unwrap_or(1)),
+            &path.child("replicas"),
+            &mut errors,
+        );
         nonnegative(
             i64::from(spec.min_ready_seconds.unwrap_or_default()),
             &path.child("minReadySeconds"),
@@ -148,7 +160,11 @@ impl Validate for ReplicaSet {
             errors.push(Error::required(&path.child("selector"), ""));
             return errors;
         };
-        nonnegative(i64::from(spec.replicas.unwrap_or(1)), &path.child("replicas"), &mut errors);
+        nonnegative(
+            i64::from(spec.replicas.unwrap_or(1)),
+            &path.child("replicas"),
+            &mut errors,
+        );
         nonnegative(
             i64::from(spec.min_ready_seconds.unwrap_or_default()),
             &path.child("minReadySeconds"),
@@ -186,7 +202,11 @@ impl Validate for Deployment {
             errors.push(Error::required(&path.child("selector"), ""));
             return errors;
         };
-        nonnegative(i64::from(spec.replicas.unwrap_or(1)), &path.child("replicas"), &mut errors);
+        nonnegative(
+            i64::from(spec.replicas.unwrap_or(1)),
+            &path.child("replicas"),
+            &mut errors,
+        );
         let selector = validate_workload_selector(
             Some(&spec.selector),
             &path.child("selector"),
@@ -204,9 +224,17 @@ impl Validate for Deployment {
             None => errors.push(Error::required(&path.child("strategy"), "")),
         }
         let min_ready = spec.min_ready_seconds.unwrap_or_default();
-        nonnegative(i64::from(min_ready), &path.child("minReadySeconds"), &mut errors);
+        nonnegative(
+            i64::from(min_ready),
+            &path.child("minReadySeconds"),
+            &mut errors,
+        );
         if let Some(limit) = spec.revision_history_limit {
-            nonnegative(i64::from(limit), &path.child("revisionHistoryLimit"), &mut errors);
+            nonnegative(
+                i64::from(limit),
+                &path.child("revisionHistoryLimit"),
+                &mut errors,
+            );
         }
         if let Some(deadline) = spec.progress_deadline_seconds {
             let deadline_path = path.child("progressDeadlineSeconds");
@@ -287,7 +315,11 @@ fn validate_rolling_update(rolling: &RollingUpdateDeployment, path: &Path, error
         && let IntOrString::String(text) = max_unavailable
         && int_or_percent_value(max_unavailable).is_some_and(|v| v > 100)
     {
-        errors.push(Error::invalid(&unavailable_path, text.as_str(), "must not be greater than 100%"));
+        errors.push(Error::invalid(
+            &unavailable_path,
+            text.as_str(),
+            "must not be greater than 100%",
+        ));
     }
     if unavailable_ok
         && surge_ok
