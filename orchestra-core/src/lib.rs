@@ -22,7 +22,10 @@
 //! The store seam, the typed `Api`, informers, the controller runtime, the controllers, the
 //! scheduler and the node agent come with later issues.
 #![doc(test(attr(deny(warnings))))]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod defaulting;
 pub mod manifest;

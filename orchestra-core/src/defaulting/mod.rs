@@ -45,11 +45,38 @@ impl SetDefaults for Node {
     /// A node whose status reports a capacity but no allocatable resources can allocate all of its
     /// capacity.
     fn set_defaults(&mut self) {
-        if let Some(status) = &mut self.status
-            && status.allocatable.is_none()
-        {
-            status.allocatable.clone_from(&status.capacity);
+        if let Some(status) = &mut self.status {
+            if status.allocatable.is_none() {
+                status.allocatable.clone_from(&status.capacity);
+            }
+            canonicalize_quantities(status.capacity.as_mut());
+            canonicalize_quantities(status.allocatable.as_mut());
         }
+    }
+}
+
+/// Rewrites every well-formed quantity of a resource list in Kubernetes' canonical form (`0.5`
+/// becomes `500m`, `1.5Gi` becomes `1536Mi`), as Kubernetes stores them; malformed ones are left
+/// for validation to report.
+pub(crate) fn canonicalize_quantities(
+    list: Option<
+        &mut std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >,
+) {
+    for quantity in list.into_iter().flat_map(|list| list.values_mut()) {
+        canonicalize_quantity(quantity);
+    }
+}
+
+/// Rewrites one well-formed quantity in canonical form.
+pub(crate) fn canonicalize_quantity(
+    quantity: &mut k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+) {
+    if let Ok(parsed) = crate::quantity::Quantity::parse(&quantity.0) {
+        quantity.0 = parsed.to_string();
     }
 }
 

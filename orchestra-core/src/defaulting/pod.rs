@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{
     Probe, Volume,
 };
 
-use super::SetDefaults;
+use super::{SetDefaults, canonicalize_quantities, canonicalize_quantity};
 use crate::quantity::Quantity;
 
 /// The `defaultMode` of secret, config map, downward API and projected volumes (0644).
@@ -73,6 +73,7 @@ pub(crate) fn default_pod_spec(spec: &mut PodSpec) {
     spec.scheduler_name
         .get_or_insert_with(|| DEFAULT_SCHEDULER_NAME.to_owned());
     spec.enable_service_links.get_or_insert(true);
+    canonicalize_quantities(spec.overhead.as_mut());
     let host_network = spec.host_network == Some(true);
     for container in spec
         .containers
@@ -87,6 +88,10 @@ pub(crate) fn default_pod_spec(spec: &mut PodSpec) {
 }
 
 fn default_container(container: &mut Container, host_network: bool) {
+    if let Some(resources) = &mut container.resources {
+        canonicalize_quantities(resources.limits.as_mut());
+        canonicalize_quantities(resources.requests.as_mut());
+    }
     if container.image_pull_policy.is_none() {
         let policy = if image_tag(container.image.as_deref().unwrap_or_default()) == Some("latest")
         {
@@ -187,6 +192,13 @@ fn default_volume(volume: &mut Volume) {
     if has_no_source(volume) {
         volume.empty_dir = Some(EmptyDirVolumeSource::default());
     }
+    if let Some(limit) = volume
+        .empty_dir
+        .as_mut()
+        .and_then(|e| e.size_limit.as_mut())
+    {
+        canonicalize_quantity(limit);
+    }
     if let Some(secret) = &mut volume.secret {
         secret.default_mode.get_or_insert(DEFAULT_VOLUME_MODE);
     }
@@ -263,5 +275,36 @@ mod tests {
         );
         assert_eq!(probe.http_get.as_ref().unwrap().path.as_deref(), Some("/"));
         assert!(spec.volumes.unwrap()[0].empty_dir.is_some());
+    }
+
+    #[test]
+    fn quantities_become_canonical_and_limits_become_requests() {
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Text;
+        let limits = [("cpu", "0.5"), ("memory", "1.5Gi"), ("bogus", "lots")]
+            .map(|(k, v)| (k.to_owned(), Text(v.to_owned())));
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "web".into(),
+                    resources: Some(ResourceRequirements {
+                        limits: Some(limits.into_iter().collect()),
+                        ..ResourceRequirements::default()
+                    }),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
+        pod.set_defaults();
+        let resources = pod.spec.unwrap().containers[0].resources.clone().unwrap();
+        let limits = resources.limits.unwrap();
+        assert_eq!(limits["cpu"].0, "500m");
+        assert_eq!(limits["memory"].0, "1536Mi");
+        assert_eq!(limits["bogus"].0, "lots");
+        let requests = resources.requests.unwrap();
+        assert_eq!(requests["memory"].0, "1536Mi");
+        assert!(!requests.contains_key("bogus"));
     }
 }
