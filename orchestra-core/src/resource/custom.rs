@@ -77,8 +77,8 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Resource;
-use crate::validation::field::{ErrorList, Path};
-use crate::validation::meta::{NameRule, validate_object_meta};
+use crate::validation::field::ErrorList;
+use crate::validation::meta::{self, NameRule};
 
 /// A custom kind: the part of a `#[derive(CustomResource)]` type that the generic code in this
 /// module needs. The derive implements it; there is no need to implement it by hand.
@@ -223,10 +223,5 @@ pub fn json_schema<K: CustomResource>(generator: &mut SchemaGenerator) -> Schema
 /// The checks every custom object gets: its metadata, as Kubernetes checks a custom resource's
 /// (name a DNS subdomain, labels, annotations, namespace set only on namespaced kinds).
 pub fn validate_metadata<K: CustomResource>(object: &K) -> ErrorList {
-    validate_object_meta(
-        object.meta(),
-        K::namespaced(&()),
-        NameRule::DnsSubdomain,
-        &Path::new("metadata"),
-    )
+    meta::validate_metadata(object, NameRule::DnsSubdomain)
 }

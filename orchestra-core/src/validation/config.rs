@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 
 use super::Validate;
 use super::field::{Error, ErrorList, Path};
-use super::meta::{NameRule, validate_object_meta};
+use super::meta::{NameRule, validate_metadata};
 use super::names;
 use super::pod::invalid_each;
 
@@ -27,12 +27,7 @@ fn too_big(path: &Path, size: usize) -> Error {
 
 impl Validate for ConfigMap {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         let mut size = 0;
         let mut keys = BTreeSet::new();
         for (key, value) in self.data.iter().flatten() {
@@ -77,12 +72,7 @@ fn required_keys(secret_type: &str) -> &'static [&'static str] {
 
 impl Validate for Secret {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         let mut size = 0;
         let data = self.data.clone().unwrap_or_default();
         for (key, value) in &data {
@@ -147,12 +137,7 @@ impl Validate for Secret {
 
 impl Validate for ServiceAccount {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         for (i, secret) in self.image_pull_secrets.iter().flatten().enumerate() {
             if secret.name.is_empty() {
                 errors.push(Error::required(

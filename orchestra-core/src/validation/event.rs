@@ -4,19 +4,14 @@ use k8s_openapi::api::core::v1::Event;
 
 use super::Validate;
 use super::field::{Error, ErrorList, Path};
-use super::meta::{NameRule, validate_object_meta};
+use super::meta::{NameRule, validate_metadata};
 
 /// The types an Event may have.
 pub const EVENT_TYPES: [&str; 2] = ["Normal", "Warning"];
 
 impl Validate for Event {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         let involved = &self.involved_object;
         let event_namespace = self.metadata.namespace.as_deref().unwrap_or_default();
         if let Some(namespace) = involved.namespace.as_deref().filter(|n| !n.is_empty())

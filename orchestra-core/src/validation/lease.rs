@@ -4,17 +4,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 
 use super::Validate;
 use super::field::{Error, ErrorList, Path};
-use super::meta::{NameRule, validate_object_meta};
+use super::meta::{NameRule, validate_metadata};
 use super::pod::nonnegative;
 
 impl Validate for Lease {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         if let Some(spec) = &self.spec {
             let path = Path::new("spec");
             if let Some(duration) = spec.lease_duration_seconds

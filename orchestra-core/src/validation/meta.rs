@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 
 use super::field::{Error, ErrorList, Path};
 use super::names;
+use crate::resource::Resource;
 
 /// Most that all of an object's annotations (keys and values) may take, in bytes.
 pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
@@ -42,6 +43,16 @@ impl NameRule {
             NameRule::Dns1035Label => names::dns1035_label(name),
         }
     }
+}
+
+/// Checks the metadata of an object of a static kind, at `metadata`, with the kind's scope.
+pub fn validate_metadata<K: Resource<DynamicType = ()>>(object: &K, rule: NameRule) -> ErrorList {
+    validate_object_meta(
+        object.meta(),
+        K::namespaced(&()),
+        rule,
+        &Path::new("metadata"),
+    )
 }
 
 /// Checks an object's metadata: `name` (or `generateName`) by `rule`, `namespace` (a DNS label on

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::Validate;
 use super::field::{Error, ErrorList, Path};
-use super::meta::{NameRule, validate_object_meta};
+use super::meta::{NameRule, validate_metadata};
 use super::names;
 use super::pod::{invalid_each, validate_quantity};
 
@@ -15,12 +15,7 @@ pub const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecu
 
 impl Validate for Node {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            false,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         if let Some(spec) = &self.spec {
             let path = Path::new("spec");
             if let Some(cidr) = spec.pod_cidr.as_deref().filter(|c| !c.is_empty()) {

@@ -4,15 +4,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, KeyToPath, LifecycleHandler,
-    Pod, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Toleration, Volume, VolumeMount,
+    Container, ContainerPort, EnvFromSource, EnvVar, ExecAction, HTTPGetAction, KeyToPath,
+    LifecycleHandler, Pod, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, TCPSocketAction,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as QuantityString;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Validate;
 use super::field::{Error, ErrorList, Path};
-use super::meta::{NameRule, validate_annotations, validate_labels, validate_object_meta};
+use super::meta::{NameRule, validate_annotations, validate_labels, validate_metadata};
 use super::names;
 use crate::quantity::Quantity;
 
@@ -57,6 +58,28 @@ pub(crate) fn one_of(value: &str, supported: &[&str], path: &Path, errors: &mut 
     }
 }
 
+/// A name that must pass `check` and be unique among its siblings (containers, volumes, ports);
+/// an empty name is an error only when `required`.
+pub(crate) fn unique_name(
+    name: &str,
+    required: bool,
+    check: fn(&str) -> Vec<String>,
+    path: &Path,
+    seen: &mut BTreeSet<String>,
+    errors: &mut ErrorList,
+) {
+    if name.is_empty() {
+        if required {
+            errors.push(Error::required(path, ""));
+        }
+        return;
+    }
+    invalid_each(check(name), path, name, errors);
+    if !seen.insert(name.to_owned()) {
+        errors.push(Error::duplicate(path, name));
+    }
+}
+
 /// A port given as a number (1-65535) or as the name of a container port.
 pub(crate) fn port_number_or_name(port: &IntOrString, path: &Path, errors: &mut ErrorList) {
     match port {
@@ -77,12 +100,7 @@ pub(crate) fn port_number_or_name(port: &IntOrString, path: &Path, errors: &mut 
 
 impl Validate for Pod {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         let spec_path = Path::new("spec");
         match &self.spec {
             Some(spec) => {
@@ -343,20 +361,14 @@ fn validate_volumes(volumes: &[Volume], path: &Path, errors: &mut ErrorList) -> 
     let mut seen = BTreeSet::new();
     for (i, volume) in volumes.iter().enumerate() {
         let volume_path = path.index(i);
-        let name_path = volume_path.child("name");
-        if volume.name.is_empty() {
-            errors.push(Error::required(&name_path, ""));
-        } else {
-            invalid_each(
-                names::dns1123_label(&volume.name),
-                &name_path,
-                &volume.name,
-                errors,
-            );
-            if !seen.insert(volume.name.clone()) {
-                errors.push(Error::duplicate(&name_path, volume.name.as_str()));
-            }
-        }
+        unique_name(
+            &volume.name,
+            true,
+            names::dns1123_label,
+            &volume_path.child("name"),
+            &mut seen,
+            errors,
+        );
         validate_volume_source(volume, &volume_path, errors);
     }
     seen
@@ -629,20 +641,14 @@ fn validate_container(
     names_seen: &mut BTreeSet<String>,
     errors: &mut ErrorList,
 ) {
-    let name_path = path.child("name");
-    if container.name.is_empty() {
-        errors.push(Error::required(&name_path, ""));
-    } else {
-        invalid_each(
-            names::dns1123_label(&container.name),
-            &name_path,
-            &container.name,
-            errors,
-        );
-        if !names_seen.insert(container.name.clone()) {
-            errors.push(Error::duplicate(&name_path, container.name.as_str()));
-        }
-    }
+    unique_name(
+        &container.name,
+        true,
+        names::dns1123_label,
+        &path.child("name"),
+        names_seen,
+        errors,
+    );
     if let Some(image) = container.image.as_deref()
         && image.trim() != image
     {
@@ -712,13 +718,14 @@ fn validate_container_ports(ports: &[ContainerPort], path: &Path, errors: &mut E
     let mut names_seen = BTreeSet::new();
     for (i, port) in ports.iter().enumerate() {
         let port_path = path.index(i);
-        if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
-            let name_path = port_path.child("name");
-            invalid_each(names::port_name(name), &name_path, name, errors);
-            if !names_seen.insert(name.to_owned()) {
-                errors.push(Error::duplicate(&name_path, name));
-            }
-        }
+        unique_name(
+            port.name.as_deref().unwrap_or_default(),
+            false,
+            names::port_name,
+            &port_path.child("name"),
+            &mut names_seen,
+            errors,
+        );
         let container_port_path = port_path.child("containerPort");
         if port.container_port == 0 {
             errors.push(Error::required(&container_port_path, ""));
@@ -1058,34 +1065,13 @@ pub fn validate_resources(resources: &ResourceRequirements, path: &Path, errors:
 }
 
 fn validate_probe(probe: &Probe, liveness_like: bool, path: &Path, errors: &mut ErrorList) {
-    let handlers = [
-        probe.exec.is_some(),
-        probe.http_get.is_some(),
-        probe.tcp_socket.is_some(),
-        probe.grpc.is_some(),
-    ]
-    .into_iter()
-    .filter(|&set| set)
-    .count();
-    match handlers {
-        0 => errors.push(Error::required(path, "must specify a handler type")),
-        1 => {}
-        _ => errors.push(Error::forbidden(
-            path,
-            "may not specify more than 1 handler type",
-        )),
-    }
-    if let Some(exec) = &probe.exec
-        && exec.command.as_ref().is_none_or(Vec::is_empty)
-    {
-        errors.push(Error::required(&path.child("exec").child("command"), ""));
-    }
-    if let Some(http_get) = &probe.http_get {
-        validate_http_get(http_get, &path.child("httpGet"), errors);
-    }
-    if let Some(tcp) = &probe.tcp_socket {
-        port_number_or_name(&tcp.port, &path.child("tcpSocket").child("port"), errors);
-    }
+    let handler = Handler {
+        exec: probe.exec.as_ref(),
+        http_get: probe.http_get.as_ref(),
+        tcp_socket: probe.tcp_socket.as_ref(),
+        others: usize::from(probe.grpc.is_some()),
+    };
+    handler.validate(path, errors);
     if let Some(grpc) = &probe.grpc {
         for message in names::port_number(i64::from(grpc.port)) {
             errors.push(Error::invalid(
@@ -1161,35 +1147,51 @@ fn validate_http_get(action: &HTTPGetAction, path: &Path, errors: &mut ErrorList
     }
 }
 
+/// What probes and lifecycle hooks share: exactly one handler, and well-formed `exec`,
+/// `httpGet` and `tcpSocket` handlers (`others` counts the handlers the caller checks itself).
+struct Handler<'a> {
+    exec: Option<&'a ExecAction>,
+    http_get: Option<&'a HTTPGetAction>,
+    tcp_socket: Option<&'a TCPSocketAction>,
+    others: usize,
+}
+
+impl Handler<'_> {
+    fn validate(&self, path: &Path, errors: &mut ErrorList) {
+        let handlers = usize::from(self.exec.is_some())
+            + usize::from(self.http_get.is_some())
+            + usize::from(self.tcp_socket.is_some())
+            + self.others;
+        match handlers {
+            0 => errors.push(Error::required(path, "must specify a handler type")),
+            1 => {}
+            _ => errors.push(Error::forbidden(
+                path,
+                "may not specify more than 1 handler type",
+            )),
+        }
+        if let Some(exec) = self.exec
+            && exec.command.as_ref().is_none_or(Vec::is_empty)
+        {
+            errors.push(Error::required(&path.child("exec").child("command"), ""));
+        }
+        if let Some(http_get) = self.http_get {
+            validate_http_get(http_get, &path.child("httpGet"), errors);
+        }
+        if let Some(tcp) = self.tcp_socket {
+            port_number_or_name(&tcp.port, &path.child("tcpSocket").child("port"), errors);
+        }
+    }
+}
+
 fn validate_lifecycle_handler(handler: &LifecycleHandler, path: &Path, errors: &mut ErrorList) {
-    let handlers = [
-        handler.exec.is_some(),
-        handler.http_get.is_some(),
-        handler.tcp_socket.is_some(),
-        handler.sleep.is_some(),
-    ]
-    .into_iter()
-    .filter(|&set| set)
-    .count();
-    match handlers {
-        0 => errors.push(Error::required(path, "must specify a handler type")),
-        1 => {}
-        _ => errors.push(Error::forbidden(
-            path,
-            "may not specify more than 1 handler type",
-        )),
+    Handler {
+        exec: handler.exec.as_ref(),
+        http_get: handler.http_get.as_ref(),
+        tcp_socket: handler.tcp_socket.as_ref(),
+        others: usize::from(handler.sleep.is_some()),
     }
-    if let Some(exec) = &handler.exec
-        && exec.command.as_ref().is_none_or(Vec::is_empty)
-    {
-        errors.push(Error::required(&path.child("exec").child("command"), ""));
-    }
-    if let Some(http_get) = &handler.http_get {
-        validate_http_get(http_get, &path.child("httpGet"), errors);
-    }
-    if let Some(tcp) = &handler.tcp_socket {
-        port_number_or_name(&tcp.port, &path.child("tcpSocket").child("port"), errors);
-    }
+    .validate(path, errors);
     if let Some(sleep) = &handler.sleep
         && sleep.seconds <= 0
     {

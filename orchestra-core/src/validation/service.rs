@@ -6,21 +6,16 @@ use k8s_openapi::api::core::v1::{EndpointPort, Endpoints, Service, ServicePort};
 
 use super::Validate;
 use super::field::{Error, ErrorList, Path};
-use super::meta::{NameRule, validate_labels, validate_object_meta};
+use super::meta::{NameRule, validate_labels, validate_metadata};
 use super::names;
-use super::pod::{PROTOCOLS, invalid_each, one_of, port_number_or_name};
+use super::pod::{PROTOCOLS, invalid_each, one_of, port_number_or_name, unique_name};
 
 /// The types a Service may have.
 pub const SERVICE_TYPES: [&str; 4] = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
 
 impl Validate for Service {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::Dns1035Label,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::Dns1035Label);
         let path = Path::new("spec");
         let Some(spec) = &self.spec else {
             errors.push(Error::required(&path.child("ports"), ""));
@@ -186,18 +181,14 @@ fn validate_service_port(
     names_seen: &mut BTreeSet<String>,
     errors: &mut ErrorList,
 ) {
-    let name = port.name.as_deref().unwrap_or_default();
-    let name_path = path.child("name");
-    if name.is_empty() {
-        if require_name {
-            errors.push(Error::required(&name_path, ""));
-        }
-    } else {
-        invalid_each(names::dns1123_label(name), &name_path, name, errors);
-        if !names_seen.insert(name.to_owned()) {
-            errors.push(Error::duplicate(&name_path, name));
-        }
-    }
+    unique_name(
+        port.name.as_deref().unwrap_or_default(),
+        require_name,
+        names::dns1123_label,
+        &path.child("name"),
+        names_seen,
+        errors,
+    );
     for message in names::port_number(i64::from(port.port)) {
         errors.push(Error::invalid(&path.child("port"), port.port, &message));
     }
@@ -222,12 +213,7 @@ fn validate_service_port(
 
 impl Validate for Endpoints {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         for (i, subset) in self.subsets.iter().flatten().enumerate() {
             let subset_path = Path::new("subsets").index(i);
             let addresses = subset.addresses.as_deref().unwrap_or_default();
@@ -280,22 +266,14 @@ fn validate_endpoint_port(
     names_seen: &mut BTreeSet<String>,
     errors: &mut ErrorList,
 ) {
-    let name = port.name.as_deref().unwrap_or_default();
-    if name.is_empty() {
-        if require_name {
-            errors.push(Error::required(&path.child("name"), ""));
-        }
-    } else {
-        invalid_each(
-            names::dns1123_label(name),
-            &path.child("name"),
-            name,
-            errors,
-        );
-        if !names_seen.insert(name.to_owned()) {
-            errors.push(Error::duplicate(&path.child("name"), name));
-        }
-    }
+    unique_name(
+        port.name.as_deref().unwrap_or_default(),
+        require_name,
+        names::dns1123_label,
+        &path.child("name"),
+        names_seen,
+        errors,
+    );
     for message in names::port_number(i64::from(port.port)) {
         errors.push(Error::invalid(&path.child("port"), port.port, &message));
     }

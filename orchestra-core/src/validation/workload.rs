@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Validate;
 use super::field::{Error, ErrorList, Path};
-use super::meta::{NameRule, validate_label_selector, validate_labels, validate_object_meta};
+use super::meta::{NameRule, validate_label_selector, validate_labels, validate_metadata};
 use super::pod::{nonnegative, validate_pod_template};
 use crate::selector::Selector;
 
@@ -102,29 +102,42 @@ fn validate_workload_selector(
     Selector::try_from(selector).ok()
 }
 
+/// What every replicated workload's spec shares: non-negative `replicas` and `minReadySeconds`,
+/// and a pod template (required) that its selector selects.
+fn validate_replicas_and_template(
+    replicas: Option<i32>,
+    min_ready_seconds: Option<i32>,
+    selector: Option<&Selector>,
+    template: Option<&PodTemplateSpec>,
+    path: &Path,
+    errors: &mut ErrorList,
+) {
+    nonnegative(
+        i64::from(replicas.unwrap_or(1)),
+        &path.child("replicas"),
+        errors,
+    );
+    nonnegative(
+        i64::from(min_ready_seconds.unwrap_or_default()),
+        &path.child("minReadySeconds"),
+        errors,
+    );
+    match template {
+        Some(template) => {
+            validate_workload_template(template, selector, &path.child("template"), errors);
+        }
+        None => errors.push(Error::required(&path.child("template"), "")),
+    }
+}
+
 impl Validate for ReplicationController {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         let path = Path::new("spec");
         let Some(spec) = &self.spec else {
             errors.push(Error::required(&path.child("selector"), ""));
             return errors;
         };
-        nonnegative(
-            i64::from(spec.replicas.unwrap_or(1)),
-            &path.child("replicas"),
-            &mut errors,
-        );
-        nonnegative(
-            i64::from(spec.min_ready_seconds.unwrap_or_default()),
-            &path.child("minReadySeconds"),
-            &mut errors,
-        );
         let selector_map = spec.selector.clone().unwrap_or_default();
         let selector_path = path.child("selector");
         if selector_map.is_empty() {
@@ -134,89 +147,64 @@ impl Validate for ReplicationController {
         let selector = (selector_problems.is_empty() && !selector_map.is_empty())
             .then(|| Selector::from_validated_map(&selector_map));
         errors.extend(selector_problems);
-        match &spec.template {
-            Some(template) => validate_workload_template(
-                template,
-                selector.as_ref(),
-                &path.child("template"),
-                &mut errors,
-            ),
-            None => errors.push(Error::required(&path.child("template"), "")),
-        }
+        validate_replicas_and_template(
+            spec.replicas,
+            spec.min_ready_seconds,
+            selector.as_ref(),
+            spec.template.as_ref(),
+            &path,
+            &mut errors,
+        );
         errors
     }
 }
 
 impl Validate for ReplicaSet {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         let path = Path::new("spec");
         let Some(spec) = &self.spec else {
             errors.push(Error::required(&path.child("selector"), ""));
             return errors;
         };
-        nonnegative(
-            i64::from(spec.replicas.unwrap_or(1)),
-            &path.child("replicas"),
-            &mut errors,
-        );
-        nonnegative(
-            i64::from(spec.min_ready_seconds.unwrap_or_default()),
-            &path.child("minReadySeconds"),
-            &mut errors,
-        );
         let selector = validate_workload_selector(
             Some(&spec.selector),
             &path.child("selector"),
             "replicaset",
             &mut errors,
         );
-        match &spec.template {
-            Some(template) => validate_workload_template(
-                template,
-                selector.as_ref(),
-                &path.child("template"),
-                &mut errors,
-            ),
-            None => errors.push(Error::required(&path.child("template"), "")),
-        }
+        validate_replicas_and_template(
+            spec.replicas,
+            spec.min_ready_seconds,
+            selector.as_ref(),
+            spec.template.as_ref(),
+            &path,
+            &mut errors,
+        );
         errors
     }
 }
 
 impl Validate for Deployment {
     fn validate(&self) -> ErrorList {
-        let mut errors = validate_object_meta(
-            &self.metadata,
-            true,
-            NameRule::DnsSubdomain,
-            &Path::new("metadata"),
-        );
+        let mut errors = validate_metadata(self, NameRule::DnsSubdomain);
         let path = Path::new("spec");
         let Some(spec) = &self.spec else {
             errors.push(Error::required(&path.child("selector"), ""));
             return errors;
         };
-        nonnegative(
-            i64::from(spec.replicas.unwrap_or(1)),
-            &path.child("replicas"),
-            &mut errors,
-        );
         let selector = validate_workload_selector(
             Some(&spec.selector),
             &path.child("selector"),
             "deployment",
             &mut errors,
         );
-        validate_workload_template(
-            &spec.template,
+        validate_replicas_and_template(
+            spec.replicas,
+            spec.min_ready_seconds,
             selector.as_ref(),
-            &path.child("template"),
+            Some(&spec.template),
+            &path,
             &mut errors,
         );
         match &spec.strategy {
@@ -224,11 +212,6 @@ impl Validate for Deployment {
             None => errors.push(Error::required(&path.child("strategy"), "")),
         }
         let min_ready = spec.min_ready_seconds.unwrap_or_default();
-        nonnegative(
-            i64::from(min_ready),
-            &path.child("minReadySeconds"),
-            &mut errors,
-        );
         if let Some(limit) = spec.revision_history_limit {
             nonnegative(
                 i64::from(limit),
