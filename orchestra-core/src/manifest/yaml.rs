@@ -358,8 +358,19 @@ impl Builder {
         position: Position,
         merge: bool,
     ) -> Result<(), YamlError> {
-        // The path of the value being pushed: under a mapping, it ends with the pending key.
-        let path = self.path();
+        // A key written twice is recorded with its path (which ends with the pending key); the
+        // path is only built then, as it costs an allocation per level.
+        if let Some(Frame::Mapping {
+            entries,
+            key: Some(pending),
+            ..
+        }) = self.stack.last()
+            && !pending.merge
+            && entries.contains_key(&pending.name)
+        {
+            let duplicate = (self.path(), pending.position);
+            self.duplicates.push(duplicate);
+        }
         let Some(top) = self.stack.last_mut() else {
             if !value.is_null() {
                 self.documents.push(YamlDocument {
@@ -433,7 +444,6 @@ impl Builder {
                 }
                 Some(pending) => {
                     if entries.contains_key(&pending.name) {
-                        self.duplicates.push((path, pending.position));
                         entry_positions.retain(|(name, _, _)| name != &pending.name);
                     }
                     entries.insert(pending.name.clone(), value);
