@@ -72,7 +72,7 @@ use crate::resource::builtin::builtin_resources;
 use crate::resource::{ApiResource, DynamicObject, Resource};
 use crate::status::StatusError;
 use crate::validation::Validate;
-use crate::validation::field::{Error, ErrorList, ErrorType, Path};
+use crate::validation::field::{Error, ErrorList, ErrorType, Path, Segment};
 use crate::validation::meta::{NameRule, validate_object_meta};
 
 /// How the detail of a key written twice in a YAML mapping starts.
@@ -117,23 +117,94 @@ trait Codec: Send + Sync {
 
 struct TypedCodec<K>(PhantomData<fn() -> K>);
 
-/// Strict decoding of a JSON object as `K`: the object, or the type error that stopped it; and
-/// every field `K` does not have.
-fn strict<K: Serialize + DeserializeOwned>(value: &Value) -> (Option<K>, ErrorList) {
-    let object: K = match serde_path_to_error::deserialize(value) {
-        Ok(object) => object,
-        Err(error) => {
-            let path = path_from_serde(error.path());
-            let message = error.into_inner().to_string();
-            return (None, vec![Error::type_invalid(&path, &message)]);
+/// Most values of the wrong type reported for one document.
+const MAX_TYPE_ERRORS: usize = 32;
+
+/// What strict decoding found.
+struct Strict<K> {
+    /// The object, when one could be built: if some values had the wrong type, without them.
+    object: Option<K>,
+    /// Values of the wrong type, and fields the kind does not have.
+    errors: ErrorList,
+    /// Where values of the wrong type were dropped to go on decoding; checks of what is there are
+    /// meaningless, so validation problems at or under these paths are not reported.
+    dropped: Vec<Path>,
+}
+
+/// Strict decoding of a JSON object as `K`. A value of the wrong type is reported and dropped
+/// (the field, or the whole list for a list item) and decoding goes on, so that every problem of
+/// the document is found together; fields `K` does not have are reported too.
+fn strict<K: Serialize + DeserializeOwned>(value: &Value) -> Strict<K> {
+    let mut errors = ErrorList::new();
+    let mut dropped = Vec::new();
+    let mut patched: Option<Value> = None;
+    let object = loop {
+        let current = patched.as_ref().unwrap_or(value);
+        match serde_path_to_error::deserialize::<_, K>(current) {
+            Ok(object) => break Some(object),
+            Err(error) => {
+                let path = path_from_serde(error.path());
+                let message = error.into_inner().to_string();
+                errors.push(Error::type_invalid(&path, &message));
+                let copy = patched.get_or_insert_with(|| value.clone());
+                match drop_value(copy, &path) {
+                    Some(removed) if errors.len() < MAX_TYPE_ERRORS => dropped.push(removed),
+                    _ => break None,
+                }
+            }
         }
     };
-    let mut errors = ErrorList::new();
-    match serde_json::to_value(&object) {
-        Ok(decoded) => unknown_fields(value, &decoded, &Path::root(), &mut errors),
-        Err(error) => errors.push(Error::internal(&Path::root(), &error.to_string())),
+    if let Some(object) = &object {
+        match serde_json::to_value(object) {
+            Ok(decoded) => {
+                let written = patched.as_ref().unwrap_or(value);
+                unknown_fields(written, &decoded, &Path::root(), &mut errors);
+            }
+            Err(error) => errors.push(Error::internal(&Path::root(), &error.to_string())),
+        }
     }
-    (Some(object), errors)
+    Strict {
+        object,
+        errors,
+        dropped,
+    }
+}
+
+/// Removes the value at `path` from `value`: the field, or for a list item the whole list (so that
+/// the paths of later problems stay true). Returns the path removed, or `None` when nothing can
+/// be removed (the root, or a path the document does not have).
+fn drop_value(value: &mut Value, path: &Path) -> Option<Path> {
+    let mut segments = path.segments();
+    while let Some((Segment::Index(_), parent)) = segments.split_last() {
+        segments = parent;
+    }
+    let (last, parent) = segments.split_last()?;
+    let mut node = value;
+    for segment in parent {
+        node = match (segment, node) {
+            (Segment::Field(name) | Segment::Key(name), Value::Object(fields)) => {
+                fields.get_mut(name)?
+            }
+            (Segment::Index(index), Value::Array(items)) => items.get_mut(*index)?,
+            _ => return None,
+        };
+    }
+    match (last, node) {
+        (Segment::Field(name) | Segment::Key(name), Value::Object(fields)) => {
+            fields.remove(name)?;
+            Some(Path::from(segments.to_vec()))
+        }
+        _ => None,
+    }
+}
+
+/// The validation problems that are not about values strict decoding dropped.
+fn without_dropped(problems: ErrorList, dropped: &[Path]) -> impl Iterator<Item = Error> + '_ {
+    problems.into_iter().filter(move |problem| {
+        !dropped
+            .iter()
+            .any(|path| problem.field.segments().starts_with(path.segments()))
+    })
 }
 
 /// Decodes a document strictly as `K`, without defaulting or validating it: a value of the wrong
@@ -156,7 +227,9 @@ fn strict<K: Serialize + DeserializeOwned>(value: &Value) -> (Option<K>, ErrorLi
 pub fn decode_strict<K: Serialize + DeserializeOwned>(
     document: &Document,
 ) -> Result<K, DecodeError> {
-    let (object, mut errors) = strict::<K>(&document.value);
+    let Strict {
+        object, mut errors, ..
+    } = strict::<K>(&document.value);
     errors.splice(0..0, duplicate_errors(document));
     match object {
         Some(object) if errors.is_empty() => Ok(object),
@@ -173,12 +246,16 @@ fn duplicate_errors(document: &Document) -> impl Iterator<Item = Error> + '_ {
 
 impl<K: Kind> Codec for TypedCodec<K> {
     fn decode(&self, value: &Value) -> (Option<Value>, ErrorList) {
-        let (object, mut errors) = strict::<K>(value);
+        let Strict {
+            object,
+            mut errors,
+            dropped,
+        } = strict::<K>(value);
         let Some(mut object) = object else {
             return (None, errors);
         };
         object.set_defaults();
-        errors.extend(object.validate());
+        errors.extend(without_dropped(object.validate(), &dropped));
         match serde_json::to_value(&object) {
             Ok(defaulted) => (Some(defaulted), errors),
             Err(error) => {
@@ -202,16 +279,21 @@ struct DynamicCodec {
 impl Codec for DynamicCodec {
     fn decode(&self, value: &Value) -> (Option<Value>, ErrorList) {
         // Everything but the metadata is kept as written, so only the metadata can lose fields.
-        let (object, mut errors) = strict::<DynamicObject>(value);
+        let Strict {
+            object,
+            mut errors,
+            dropped,
+        } = strict::<DynamicObject>(value);
         let Some(object) = object else {
             return (None, errors);
         };
-        errors.extend(validate_object_meta(
+        let problems = validate_object_meta(
             &object.metadata,
             self.namespaced,
             NameRule::DnsSubdomain,
             &Path::new("metadata"),
-        ));
+        );
+        errors.extend(without_dropped(problems, &dropped));
         (Some(value.clone()), errors)
     }
 
@@ -544,5 +626,75 @@ impl fmt::Display for DecodeError {
             write!(f, "{}", problem.error)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_all;
+    use serde_json::json;
+
+    #[test]
+    fn dropping_a_list_item_drops_the_list() {
+        let mut value = json!({"spec": {"containers": [{"name": 1}], "replicas": "x"}});
+        let item = Path::new("spec").child("containers").index(0);
+        assert_eq!(
+            drop_value(&mut value, &item.child("name")),
+            Some(item.child("name"))
+        );
+        assert_eq!(
+            drop_value(&mut value, &Path::new("spec").child("containers").index(0)),
+            Some(Path::new("spec").child("containers"))
+        );
+        assert_eq!(drop_value(&mut value, &Path::root()), None);
+        assert_eq!(drop_value(&mut value, &Path::new("status")), None);
+        assert_eq!(value, json!({"spec": {"replicas": "x"}}));
+    }
+
+    #[test]
+    fn every_problem_is_reported_even_after_values_of_the_wrong_type() {
+        let text = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {tier: 3}
+spec:
+  replicas: three
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx
+        ports:
+        - containerPort: eighty
+        - containerPort: 70000
+      restartPolicy: Never
+      hostNetwork: sometimes
+  unknownField: 1
+";
+        let document = &parse_all(text).unwrap()[0];
+        let error = Scheme::default().decode(document).unwrap_err();
+        let fields: Vec<String> = error
+            .problems
+            .iter()
+            .map(|p| format!("{}:{}", p.error.field, p.position.map_or(0, |p| p.line)))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "metadata.labels.tier:5",
+                "spec.replicas:7",
+                "spec.template.spec.containers[0].ports[0].containerPort:16",
+                "spec.template.spec.hostNetwork:19",
+                "spec.unknownField:20",
+                "spec.template.spec.containers[0].ports[1].containerPort:17",
+                "spec.template.spec.restartPolicy:18",
+            ]
+        );
+        assert_eq!(error.to_status_error().code, 400);
     }
 }
