@@ -9,10 +9,12 @@
 //! takes in Kubernetes, and reports every problem of the document together:
 //!
 //! 1. the document must be an object with `apiVersion` and `kind`, of a kind the scheme knows;
-//! 2. strict decoding into the kind's type: a value of the wrong type stops here, with its path;
-//!    every field the kind does not have and every key written twice is reported (Kubernetes'
-//!    strict field validation, `kubectl`'s default);
-//! 3. defaulting ([`SetDefaults`]), then validation ([`Validate`]).
+//! 2. strict decoding into the kind's type: every value of the wrong type, every field the kind
+//!    does not have and every key written twice is reported (Kubernetes' strict field validation,
+//!    `kubectl`'s default). Where Kubernetes stops at the first value of the wrong type, the scheme
+//!    drops it and goes on, so that the other problems of the document are reported with it;
+//! 3. defaulting ([`SetDefaults`]), then validation ([`Validate`]), leaving out checks of the
+//!    values that were dropped.
 //!
 //! Each problem carries its field path and, for YAML, the line and column it was written at.
 //!
