@@ -241,8 +241,10 @@ pub fn decode_strict<K: Serialize + DeserializeOwned>(
 
 fn duplicate_errors(document: &Document) -> impl Iterator<Item = Error> + '_ {
     document.duplicates.iter().map(|path| Error {
+        kind: ErrorType::Duplicate,
+        field: path.clone(),
+        bad_value: None,
         detail: format!("{DUPLICATE_FIELD} {:?}", path.to_string()),
-        ..Error::duplicate(path, Value::Null)
     })
 }
 

@@ -4,8 +4,10 @@
 //! `metadata`, `spec`): one YAML document or several separated by `---` lines, a JSON object or a
 //! stream of them, and objects of `kind: List` (or a typed list such as `PodList`) whose `items`
 //! are objects in turn. [`parse`] turns the text into one [`Document`] per object, each a JSON value
-//! with the index of the document it came from and, for YAML, where every value was written, so
-//! that later errors (strict decoding, validation) can point at a line and column.
+//! with the index of the document it came from and where every value was written, so that later
+//! errors (strict decoding, validation) can point at a line and column. JSON objects get positions
+//! (and duplicate-key detection) by a second reading of their text as YAML, used only when it
+//! gives exactly the value the JSON reader gave.
 //!
 //! This module only reads syntax. Deciding what kind an object is, strict decoding into its type,
 //! defaulting and validation belong to [`crate::scheme`].
@@ -174,17 +176,27 @@ fn parse_yaml(text: &str) -> Vec<Result<Document, SyntaxError>> {
 fn parse_json(text: &str) -> Vec<Result<Document, SyntaxError>> {
     let mut out = Vec::new();
     let mut index = 0;
-    for value in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut start = 0;
+    while let Some(value) = stream.next() {
+        let end = stream.byte_offset();
         match value {
             Ok(Value::Null) => {}
             Ok(value) => {
+                let (positions, duplicates) = match json_positions(text, start, end, &value) {
+                    Some(read) => (
+                        Some(Arc::new(read.positions)),
+                        read.duplicates.into_iter().map(|(path, _)| path).collect(),
+                    ),
+                    None => (None, Vec::new()),
+                };
                 let whole = Document {
                     index,
                     item: None,
                     value,
                     format: Format::Json,
-                    duplicates: Vec::new(),
-                    positions: None,
+                    duplicates,
+                    positions,
                     base: Path::root(),
                 };
                 expand_list(whole, &mut out);
@@ -202,8 +214,28 @@ fn parse_json(text: &str) -> Vec<Result<Document, SyntaxError>> {
                 break;
             }
         }
+        start = end;
     }
     out
+}
+
+/// Where each value of the JSON object at `text[start..end]` was written, and its keys written
+/// twice, read by the YAML reader (JSON is YAML); `None` when that reading does not give exactly
+/// the value `serde_json` read, so that a position is never given for the wrong value.
+fn json_positions(
+    text: &str,
+    start: usize,
+    end: usize,
+    value: &Value,
+) -> Option<yaml::YamlDocument> {
+    let before = text.get(..start)?;
+    let line_offset = before.matches('\n').count();
+    let column_offset = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |line| line.chars().count());
+    let object = format!("{}{}", " ".repeat(column_offset), text.get(start..end)?);
+    yaml::parse_single(&object, line_offset).filter(|read| &read.value == value)
 }
 
 /// A `serde_json` message without its trailing ` at line L column C` (the position is kept apart).
@@ -319,7 +351,33 @@ mod tests {
         assert_eq!(documents.len(), 2);
         assert_eq!(documents[1].index, 1);
         assert_eq!(documents[1].format, Format::Json);
-        assert!(documents[1].position_of(&Path::new("kind")).is_none());
+        assert_eq!(
+            documents[1].position_of(&Path::new("kind")),
+            Some(Position {
+                line: 1,
+                column: 16
+            })
+        );
+    }
+
+    #[test]
+    fn json_objects_have_positions_and_duplicates() {
+        let text =
+            "{\"kind\": \"A\"}\n  {\n  \"kind\": \"B\",\n  \"spec\": {\"a\": 1, \"a\": 2}\n}";
+        let documents = parse_all(text).unwrap();
+        let spec = Path::new("spec").child("a");
+        assert_eq!(
+            documents[1].position_of(&spec),
+            Some(Position {
+                line: 4,
+                column: 20
+            })
+        );
+        assert_eq!(documents[1].duplicates, vec![spec]);
+        assert_eq!(
+            documents[0].position_of(&Path::new("kind")),
+            Some(Position { line: 1, column: 2 })
+        );
     }
 
     #[test]

@@ -108,6 +108,16 @@ pub(crate) fn parse_stream(text: &str) -> Vec<Result<YamlDocument, YamlError>> {
     documents
 }
 
+/// Reads one piece of text that holds a single document (a JSON object, say) whose first line
+/// is line `first_line + 1` of the whole text; `None` when it is not exactly one YAML document.
+pub(crate) fn parse_single(text: &str, first_line: usize) -> Option<YamlDocument> {
+    let mut builder = Builder::new(first_line);
+    builder.run(text).ok()?;
+    let mut documents = builder.documents.into_iter();
+    let document = documents.next()?;
+    documents.next().is_none().then_some(document)
+}
+
 enum Frame {
     Sequence {
         position: Position,
