@@ -215,8 +215,16 @@ fn round_trip<K: Kind + PartialEq + std::fmt::Debug>(seed: u64) -> Result<(), Te
     Ok(())
 }
 
+/// The number of cases: `default`, or `PROPTEST_CASES` for a longer hunt.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
 
     #[test]
     fn pods_round_trip(seed in any::<u64>()) { round_trip::<Pod>(seed)?; }
