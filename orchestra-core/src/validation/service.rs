@@ -174,6 +174,36 @@ impl Validate for Service {
     }
 }
 
+/// What service and endpoint ports share: a DNS-label name, unique, required when there are
+/// several ports; a port number; a protocol.
+fn validate_named_port(
+    name: Option<&str>,
+    port: i32,
+    protocol: Option<&str>,
+    require_name: bool,
+    path: &Path,
+    names_seen: &mut BTreeSet<String>,
+    errors: &mut ErrorList,
+) {
+    unique_name(
+        name.unwrap_or_default(),
+        require_name,
+        names::dns1123_label,
+        &path.child("name"),
+        names_seen,
+        errors,
+    );
+    for message in names::port_number(i64::from(port)) {
+        errors.push(Error::invalid(&path.child("port"), port, &message));
+    }
+    one_of(
+        protocol.unwrap_or_default(),
+        &PROTOCOLS,
+        &path.child("protocol"),
+        errors,
+    );
+}
+
 fn validate_service_port(
     port: &ServicePort,
     require_name: bool,
@@ -181,21 +211,13 @@ fn validate_service_port(
     names_seen: &mut BTreeSet<String>,
     errors: &mut ErrorList,
 ) {
-    unique_name(
-        port.name.as_deref().unwrap_or_default(),
+    validate_named_port(
+        port.name.as_deref(),
+        port.port,
+        port.protocol.as_deref(),
         require_name,
-        names::dns1123_label,
-        &path.child("name"),
+        path,
         names_seen,
-        errors,
-    );
-    for message in names::port_number(i64::from(port.port)) {
-        errors.push(Error::invalid(&path.child("port"), port.port, &message));
-    }
-    one_of(
-        port.protocol.as_deref().unwrap_or_default(),
-        &PROTOCOLS,
-        &path.child("protocol"),
         errors,
     );
     if let Some(target) = &port.target_port {
@@ -266,21 +288,13 @@ fn validate_endpoint_port(
     names_seen: &mut BTreeSet<String>,
     errors: &mut ErrorList,
 ) {
-    unique_name(
-        port.name.as_deref().unwrap_or_default(),
+    validate_named_port(
+        port.name.as_deref(),
+        port.port,
+        port.protocol.as_deref(),
         require_name,
-        names::dns1123_label,
-        &path.child("name"),
+        path,
         names_seen,
-        errors,
-    );
-    for message in names::port_number(i64::from(port.port)) {
-        errors.push(Error::invalid(&path.child("port"), port.port, &message));
-    }
-    one_of(
-        port.protocol.as_deref().unwrap_or_default(),
-        &PROTOCOLS,
-        &path.child("protocol"),
         errors,
     );
 }
