@@ -35,6 +35,7 @@ pub mod schema;
 pub mod scheme;
 pub mod selector;
 pub mod status;
+pub mod store;
 pub mod validation;
 
 /// The Kubernetes API types (k8s-openapi, API version 1.33), re-exported so that users name the
