@@ -27,10 +27,14 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod api;
+pub mod clock;
 pub mod defaulting;
 pub mod manifest;
 pub mod quantity;
+pub mod patch;
 pub mod resource;
+pub mod runtime;
 pub mod schema;
 pub mod scheme;
 pub mod selector;

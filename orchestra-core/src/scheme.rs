@@ -73,6 +73,7 @@ use crate::manifest::{Document, Position, path_from_serde};
 use crate::resource::builtin::builtin_resources;
 use crate::resource::{ApiResource, DynamicObject, Resource};
 use crate::status::StatusError;
+use crate::selector::{FieldSelector, FieldSource, UnsupportedFieldError};
 use crate::validation::Validate;
 use crate::validation::field::{Error, ErrorList, ErrorType, Path, Segment};
 use crate::validation::meta::{NameRule, validate_object_meta};
@@ -89,6 +90,7 @@ pub trait Kind:
     + JsonSchema
     + SetDefaults
     + Validate
+    + FieldSource
     + Send
     + Sync
     + 'static
@@ -102,6 +104,7 @@ impl<K> Kind for K where
         + JsonSchema
         + SetDefaults
         + Validate
+        + FieldSource
         + Send
         + Sync
         + 'static
@@ -115,6 +118,12 @@ trait Codec: Send + Sync {
 
     /// The kind's JSON schema, with its definitions.
     fn schema(&self) -> Schema;
+
+    /// The fields a field selector may name for this kind.
+    fn supported_fields(&self) -> &'static [&'static str];
+
+    /// The value of a selectable field of an object of this kind (`None`: not offered).
+    fn field(&self, object: &Value, name: &str) -> Option<String>;
 }
 
 struct TypedCodec<K>(PhantomData<fn() -> K>);
@@ -272,6 +281,15 @@ impl<K: Kind> Codec for TypedCodec<K> {
     fn schema(&self) -> Schema {
         crate::schema::schema_for::<K>()
     }
+
+    fn supported_fields(&self) -> &'static [&'static str] {
+        K::supported_fields()
+    }
+
+    fn field(&self, object: &Value, name: &str) -> Option<String> {
+        let typed = K::deserialize(object).ok()?;
+        typed.field(name).map(std::borrow::Cow::into_owned)
+    }
 }
 
 /// Objects of a kind known only at run time: their metadata is decoded strictly and checked, the
@@ -307,6 +325,30 @@ impl Codec for DynamicCodec {
             "x-kubernetes-preserve-unknown-fields": true,
         })
     }
+
+    fn supported_fields(&self) -> &'static [&'static str] {
+        if self.namespaced {
+            &["metadata.name", "metadata.namespace"]
+        } else {
+            &["metadata.name"]
+        }
+    }
+
+    fn field(&self, object: &Value, name: &str) -> Option<String> {
+        match name {
+            "metadata.name" | "metadata.namespace" if self.supported_fields().contains(&name) => {
+                let field = name.trim_start_matches("metadata.");
+                Some(
+                    object
+                        .pointer(&format!("/metadata/{field}"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Every field of `written` that `decoded` (the same object after a round trip through its type)
@@ -336,6 +378,7 @@ fn unknown_fields(written: &Value, decoded: &Value, path: &Path, errors: &mut Er
 struct Registration {
     resource: ApiResource,
     codec: Arc<dyn Codec>,
+    status_subresource: bool,
 }
 
 /// The registry of kinds: see the [module documentation](self).
@@ -410,7 +453,19 @@ impl Scheme {
 
     fn insert(&mut self, resource: ApiResource, codec: Arc<dyn Codec>) -> &mut Scheme {
         let key = (resource.api_version.clone(), resource.kind.clone());
-        self.kinds.insert(key, Registration { resource, codec });
+        let status_subresource = codec
+            .schema()
+            .get("properties")
+            .and_then(Value::as_object)
+            .is_some_and(|properties| properties.contains_key("status"));
+        self.kinds.insert(
+            key,
+            Registration {
+                resource,
+                codec,
+                status_subresource,
+            },
+        );
         self
     }
 
@@ -419,6 +474,67 @@ impl Scheme {
         self.kinds
             .get(&(api_version.to_owned(), kind.to_owned()))
             .map(|registration| &registration.resource)
+    }
+
+    /// Whether objects of a registered kind have a `status` subresource (they do when the kind has a
+    /// `status` field): writes to the object leave its status alone, and writes to the status
+    /// leave the rest alone.
+    pub fn has_status_subresource(&self, resource: &ApiResource) -> bool {
+        self.registration(resource)
+            .is_some_and(|registration| registration.status_subresource)
+    }
+
+    /// Checks that a field selector names only fields the kind offers, as the API server does:
+    /// `field label not supported: <field>`.
+    pub fn check_field_selector(
+        &self,
+        resource: &ApiResource,
+        selector: &FieldSelector,
+    ) -> Result<(), UnsupportedFieldError> {
+        let supported = self
+            .registration(resource)
+            .map_or(&[][..], |registration| registration.codec.supported_fields());
+        match selector
+            .requirements()
+            .iter()
+            .find(|requirement| !supported.contains(&requirement.field()))
+        {
+            Some(requirement) => Err(UnsupportedFieldError {
+                field: requirement.field().to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether an object (as JSON) of a registered kind matches a field selector.
+    pub fn matches_fields(
+        &self,
+        resource: &ApiResource,
+        selector: &FieldSelector,
+        object: &Value,
+    ) -> bool {
+        if selector.is_empty() {
+            return true;
+        }
+        let Some(registration) = self.registration(resource) else {
+            return false;
+        };
+        let source = JsonFields {
+            object,
+            codec: registration.codec.as_ref(),
+        };
+        selector.matches(&source)
+    }
+
+    fn registration(&self, resource: &ApiResource) -> Option<&Registration> {
+        self.kinds
+            .get(&(resource.api_version.clone(), resource.kind.clone()))
+    }
+
+    /// Decodes, defaults and validates an object given as JSON (an API request's body), as
+    /// [`Scheme::decode`] does a manifest document.
+    pub fn decode_value(&self, value: Value) -> Result<Decoded, DecodeError> {
+        self.decode(&Document::from_value(value))
     }
 
     /// Every registered kind, ordered by `apiVersion` then kind.
@@ -543,6 +659,35 @@ pub struct Decoded {
     pub resource: ApiResource,
     /// The defaulted object.
     pub object: DynamicObject,
+}
+
+/// An object as JSON seen as a [`FieldSource`], through its kind's codec.
+struct JsonFields<'a> {
+    object: &'a Value,
+    codec: &'a dyn Codec,
+}
+
+impl FieldSource for JsonFields<'_> {
+    fn supported_fields() -> &'static [&'static str] {
+        &[]
+    }
+
+    fn field(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        match name {
+            // The common fields are read straight from the JSON, without decoding the object.
+            "metadata.name" | "metadata.namespace" if self.codec.supported_fields().contains(&name) => {
+                let field = name.trim_start_matches("metadata.");
+                Some(std::borrow::Cow::Borrowed(
+                    self.object
+                        .get("metadata")
+                        .and_then(|meta| meta.get(field))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                ))
+            }
+            _ => self.codec.field(self.object, name).map(std::borrow::Cow::Owned),
+        }
+    }
 }
 
 /// One problem of a document: a field error, and where it was written.

@@ -169,6 +169,74 @@ impl StatusError {
         }
     }
 
+    /// An object that does not exist (404): `deployments.apps "web" not found`.
+    pub fn not_found(resource: &ApiResource, name: &str) -> StatusError {
+        StatusError {
+            details: Some(details(resource, name)),
+            ..StatusError::new(
+                StatusReason::NotFound,
+                format!("{} {name:?} not found", resource.qualified_plural()),
+            )
+        }
+    }
+
+    /// An object that exists already (409): `pods "web" already exists`.
+    pub fn already_exists(resource: &ApiResource, name: &str) -> StatusError {
+        StatusError {
+            details: Some(details(resource, name)),
+            ..StatusError::new(
+                StatusReason::AlreadyExists,
+                format!("{} {name:?} already exists", resource.qualified_plural()),
+            )
+        }
+    }
+
+    /// A write based on a stale object, or a failed precondition (409), worded as Kubernetes
+    /// words it: `Operation cannot be fulfilled on pods "web": <why>`.
+    pub fn conflict(resource: &ApiResource, name: &str, why: &str) -> StatusError {
+        StatusError {
+            details: Some(details(resource, name)),
+            ..StatusError::new(
+                StatusReason::Conflict,
+                format!(
+                    "Operation cannot be fulfilled on {} {name:?}: {why}",
+                    resource.qualified_plural()
+                ),
+            )
+        }
+    }
+
+    /// A request the caller may not make (403): `pods "web" is forbidden: <why>`.
+    pub fn forbidden(resource: &ApiResource, name: &str, why: &str) -> StatusError {
+        StatusError {
+            details: Some(details(resource, name)),
+            ..StatusError::new(
+                StatusReason::Forbidden,
+                format!("{} {name:?} is forbidden: {why}", resource.qualified_plural()),
+            )
+        }
+    }
+
+    /// A revision that is gone (410 Expired), as a watch or a list continuation reports it.
+    pub fn gone(message: impl Into<String>) -> StatusError {
+        StatusError::new(StatusReason::Expired, message)
+    }
+
+    /// A failure of the server itself (500).
+    pub fn internal(message: impl Into<String>) -> StatusError {
+        StatusError::new(StatusReason::InternalError, message)
+    }
+
+    /// Whether this is a 404 NotFound.
+    pub fn is_not_found(&self) -> bool {
+        self.reason == StatusReason::NotFound
+    }
+
+    /// Whether this is a 409 Conflict (a stale write or a failed precondition).
+    pub fn is_conflict(&self) -> bool {
+        self.reason == StatusReason::Conflict
+    }
+
     /// A malformed request (400 BadRequest), with field causes when there are any (strict decoding
     /// reports unknown fields this way).
     pub fn bad_request(message: impl Into<String>, errors: &[field::Error]) -> StatusError {
@@ -191,6 +259,15 @@ impl StatusError {
             status: Some("Failure".to_owned()),
             ..Status::default()
         }
+    }
+}
+
+fn details(resource: &ApiResource, name: &str) -> StatusDetails {
+    StatusDetails {
+        group: Some(resource.group.clone()),
+        kind: Some(resource.plural.clone()),
+        name: Some(name.to_owned()),
+        ..StatusDetails::default()
     }
 }
 

@@ -282,6 +282,25 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             }
         }
 
+        impl #krate::selector::FieldSource for #kind_ident {
+            fn supported_fields() -> &'static [&'static str] {
+                if #namespaced {
+                    &["metadata.name", "metadata.namespace"]
+                } else {
+                    &["metadata.name"]
+                }
+            }
+
+            fn field(&self, name: &str) -> ::core::option::Option<::std::borrow::Cow<'_, str>> {
+                let value = match name {
+                    "metadata.name" => self.metadata.name.as_deref(),
+                    "metadata.namespace" if #namespaced => self.metadata.namespace.as_deref(),
+                    _ => return ::core::option::Option::None,
+                };
+                ::core::option::Option::Some(::std::borrow::Cow::Borrowed(value.unwrap_or_default()))
+            }
+        }
+
         impl #krate::validation::Validate for #kind_ident {
             fn validate(&self) -> #krate::validation::field::ErrorList {
                 #[allow(unused_mut)]

@@ -88,6 +88,20 @@ pub struct Document {
 }
 
 impl Document {
+    /// An object given as JSON rather than read from a manifest (an API request's body): index 0,
+    /// no positions.
+    pub fn from_value(value: Value) -> Document {
+        Document {
+            index: 0,
+            item: None,
+            value,
+            format: Format::Json,
+            duplicates: Vec::new(),
+            positions: None,
+            base: Path::root(),
+        }
+    }
+
     /// Where `path` (relative to this object) was written, for YAML documents: the position of
     /// the field's key, or of its nearest written ancestor when the field is absent.
     pub fn position_of(&self, path: &Path) -> Option<Position> {

@@ -216,6 +216,16 @@ impl ApiResource {
         }
     }
 
+    /// The plural qualified by its group, as Kubernetes names a resource in messages
+    /// (`deployments.apps`, plain `pods` for the core group).
+    pub fn qualified_plural(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
     /// The kind qualified by its group, as Kubernetes names it in messages (`Deployment.apps`,
     /// plain `Pod` for the core group).
     pub fn qualified_kind(&self) -> String {

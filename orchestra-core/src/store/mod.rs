@@ -26,7 +26,8 @@
 //!
 //! 1. A fresh store is at revision 1 and holds no key; the first write is revision 2.
 //! 2. Every successful write advances the revision by exactly one and is visible to every read
-//!    that starts after it returns (linearizable); reads and failed compares do not advance it.
+//!    that starts after it returns (linearizable); reads, failed compares and transactions that
+//!    change nothing (only reads, or deletes that found no key) do not advance it, as in etcd.
 //! 3. A watch from revision `r` delivers every change with revision `>= r` to the keys it covers,
 //!    in revision order, each exactly once, with all the changes of one revision in the same
 //!    [`WatchResponse`], and it keeps delivering until it is dropped. Every watcher of the same keys
@@ -40,10 +41,11 @@
 //!
 //! # Errors
 //!
-//! Every call returns [`StoreError`]: [`StoreError::Compacted`] for a revision that is gone,
+//! Every call returns [`StoreError`]: [`StoreError::Compacted`] for a revision that is gone (and,
+//! as etcd answers, for a compaction to a revision at or before the last compaction's),
 //! [`StoreError::FutureRevision`] for one that does not exist yet, [`StoreError::LeaseNotFound`]
 //! for an unknown or expired lease, [`StoreError::InvalidRequest`] for a request the store cannot
-//! take (a key written twice in one transaction, an empty key, a compaction that goes backwards),
+//! take (a key written twice in one transaction, an empty key, a zero lease time to live),
 //! and [`StoreError::Unavailable`] when the backend cannot be reached or failed; the last is the
 //! only one a caller may retry blindly.
 
@@ -51,13 +53,14 @@ mod memory;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use memory::MemoryStore;
+
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-
 
 /// A point in the store's history (etcd's revision; Kubernetes' `resourceVersion`).
 pub type Revision = i64;
@@ -189,7 +192,8 @@ pub enum CompareTarget {
     CreateRevision(Revision),
     /// The key's version (0 when the key does not exist).
     Version(i64),
-    /// The key's value (a missing key compares as no value, never equal).
+    /// The key's value, compared byte-wise. A compare of a missing key's value never holds,
+    /// whatever the operator (as in etcd).
     Value(Bytes),
     /// The key's lease (0 when none or when the key does not exist).
     Lease(LeaseId),
@@ -262,7 +266,8 @@ pub enum Op {
     },
     /// Delete a key or range.
     Delete(KeyRange),
-    /// Read, as of the transaction's revision.
+    /// Read, as of the transaction's revision: a read of the present sees the writes of the
+    /// operations before it in the same transaction (as in etcd).
     Range(RangeRequest),
 }
 
@@ -483,7 +488,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
 
     /// Watches a key or range from a revision on. The stream is ready to deliver when this returns:
-    /// a write that starts after the call returns is delivered.
+    /// a write that starts after the call returns is delivered. A start revision later than the
+    /// next write's is [`StoreError::FutureRevision`]; a compacted one gives a stream whose first
+    /// item is [`StoreError::Compacted`], after which it ends.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
 
     /// Grants a lease with a time to live (rounded up to whole seconds by backends that count in
@@ -500,7 +507,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn lease_time_to_live(&self, id: LeaseId) -> Result<Duration>;
 
     /// Forgets the history before `revision`: reads and watches at earlier revisions fail with
-    /// [`StoreError::Compacted`]. The state at `revision` and after is kept.
+    /// [`StoreError::Compacted`]. The state at `revision` and after is kept. Compacting to a
+    /// revision at or before the last compaction's is [`StoreError::Compacted`], to a future one
+    /// [`StoreError::FutureRevision`] (as in etcd).
     async fn compact(&self, revision: Revision) -> Result<()>;
 
     /// The revision the store is at.
@@ -518,11 +527,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Writes one key unconditionally; returns the write's revision.
     async fn put(&self, key: &str, value: Bytes) -> Result<Revision> {
-        Ok(self.txn(Txn::default().and_then([Op::put(key, value)])).await?.revision)
+        Ok(self
+            .txn(Txn::default().and_then([Op::put(key, value)]))
+            .await?
+            .revision)
     }
 
     /// Deletes one key unconditionally; returns the store's revision after it.
     async fn delete(&self, key: &str) -> Result<Revision> {
-        Ok(self.txn(Txn::default().and_then([Op::delete(key)])).await?.revision)
+        Ok(self
+            .txn(Txn::default().and_then([Op::delete(key)]))
+            .await?
+            .revision)
     }
 }

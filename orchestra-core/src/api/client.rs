@@ -1,0 +1,1389 @@
+//! The in-process API: Kubernetes' request semantics over a [`Store`], on objects of any kind.
+//!
+//! [`Client`] does what Kubernetes' API server does between decoding a request and answering it:
+//! server-set metadata, defaulting, validation, admission, optimistic concurrency, finalizers and
+//! graceful deletion, resource-version semantics for reads and watches. It works on
+//! [`DynamicObject`]s of any kind its [`Scheme`] knows; [`Api`](super::Api) is the typed view of it,
+//! and the HTTP server serves it.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Time};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::admission::{Admission, AdmissionRequest, Operation};
+use super::keys::{collection_prefix, object_key};
+use super::params::{
+    DeleteParams, ListParams, PatchParams, PostParams, PropagationPolicy, VersionMatch,
+    WatchParams,
+};
+use super::strategy;
+use super::watch::WatchEvent;
+use crate::clock::{Clock, SystemClock};
+use crate::patch::{MergeKeys, apply_patch};
+use crate::resource::{ApiResource, DynamicObject, TypeMeta};
+use crate::scheme::Scheme;
+use crate::selector::{FieldSelector, Selector};
+use crate::status::{StatusError, StatusReason};
+use crate::store::{
+    Compare, Event, EventKind, KeyRange, KeyValue, Op, RangeRequest, Revision, Store,
+    StoreError, Txn, WatchRequest,
+};
+use crate::validation::field::{Error, ErrorList, Path};
+
+/// The namespaces a cluster starts with.
+pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// How often a watch that asked for bookmarks gets one when nothing changes, by default.
+pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many names `generateName` tries before giving up.
+const GENERATE_NAME_ATTEMPTS: usize = 8;
+
+/// How many times a write retries when another write got in between and the caller did not ask
+/// for a particular resource version.
+const UNCONDITIONAL_RETRIES: usize = 16;
+
+/// A list of objects and the list's metadata (its resource version, the continue token).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectList<K> {
+    /// The list's resource version and continue token.
+    pub metadata: ListMeta,
+    /// The objects, in key order (namespace, then name).
+    pub items: Vec<K>,
+}
+
+impl<K> ObjectList<K> {
+    /// The resource version the list was read at.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.metadata.resource_version.as_deref()
+    }
+
+    /// The token that continues the list, when a limit cut it short.
+    pub fn continue_token(&self) -> Option<&str> {
+        self.metadata.continue_.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+impl<K> IntoIterator for ObjectList<K> {
+    type Item = K;
+    type IntoIter = std::vec::IntoIter<K>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+/// What a delete did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Deletion<K> {
+    /// The object is gone; this is what it last was.
+    Deleted(K),
+    /// The object is terminating (graceful deletion, or finalizers to run) and will go later;
+    /// this is it now, with its `deletionTimestamp`.
+    InProgress(K),
+}
+
+impl<K> Deletion<K> {
+    /// The object, whichever happened.
+    pub fn into_inner(self) -> K {
+        match self {
+            Deletion::Deleted(object) | Deletion::InProgress(object) => object,
+        }
+    }
+}
+
+/// Which part of an object a write replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subresource {
+    /// The object (its status left alone when the kind has a status subresource).
+    Main,
+    /// Only the status.
+    Status,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    scheme: Scheme,
+    admission: Vec<Arc<dyn Admission>>,
+    clock: Arc<dyn Clock>,
+    bookmark_interval: Duration,
+}
+
+/// A handle on an in-process API over a store: cheap to clone, shared by every [`Api`](super::Api).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("store", &self.inner.store)
+            .field("scheme", &self.inner.scheme)
+            .field("admission", &self.inner.admission)
+            .finish()
+    }
+}
+
+/// Builds a [`Client`]: its scheme, admission plugins, clock and bookmark interval.
+pub struct ClientBuilder {
+    store: Arc<dyn Store>,
+    scheme: Scheme,
+    admission: Vec<Arc<dyn Admission>>,
+    clock: Arc<dyn Clock>,
+    bookmark_interval: Duration,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("store", &self.store)
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The kinds the client serves (the built-in kinds by default).
+    #[must_use]
+    pub fn scheme(mut self, scheme: Scheme) -> ClientBuilder {
+        self.scheme = scheme;
+        self
+    }
+
+    /// Adds an admission plugin after those already added.
+    #[must_use]
+    pub fn admission(mut self, plugin: impl Admission) -> ClientBuilder {
+        self.admission.push(Arc::new(plugin));
+        self
+    }
+
+    /// The clock for timestamps (the system clock by default).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> ClientBuilder {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How often idle watches that asked for bookmarks get one.
+    #[must_use]
+    pub fn bookmark_interval(mut self, interval: Duration) -> ClientBuilder {
+        self.bookmark_interval = interval;
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                store: self.store,
+                scheme: self.scheme,
+                admission: self.admission,
+                clock: self.clock,
+                bookmark_interval: self.bookmark_interval,
+            }),
+        }
+    }
+}
+
+/// Where a list page starts: the revision of the first page and the next key.
+#[derive(Serialize, Deserialize)]
+struct ContinueToken {
+    rv: Revision,
+    start: String,
+}
+
+fn encode_token(token: &ContinueToken) -> String {
+    use base64::Engine as _;
+    let json = serde_json::to_vec(token).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+fn decode_token(text: &str) -> Option<ContinueToken> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The first key after every key that starts with `prefix` (which ends with `/`).
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.trim_end_matches('/').to_owned();
+    end.push('0');
+    end
+}
+
+fn bad_request(message: impl Into<String>) -> StatusError {
+    StatusError::new(StatusReason::BadRequest, message)
+}
+
+fn from_store(error: StoreError) -> StatusError {
+    match error {
+        StoreError::Compacted {
+            revision,
+            compact_revision,
+        } => StatusError::gone(format!(
+            "too old resource version: {revision} ({compact_revision})"
+        )),
+        StoreError::FutureRevision { revision, current } => StatusError::new(
+            StatusReason::Timeout,
+            format!("Too large resource version: {revision}, current: {current}"),
+        ),
+        StoreError::Unavailable(message) => {
+            StatusError::new(StatusReason::ServiceUnavailable, message)
+        }
+        other => StatusError::internal(other.to_string()),
+    }
+}
+
+fn parse_version(text: &str) -> Result<Revision, StatusError> {
+    text.parse::<Revision>()
+        .ok()
+        .filter(|revision| *revision >= 0)
+        .ok_or_else(|| bad_request(format!("invalid resource version: {text:?}")))
+}
+
+/// Selectors of a list or watch, parsed and checked against the kind.
+struct Filter {
+    labels: Selector,
+    fields: FieldSelector,
+}
+
+impl Client {
+    /// A client over `store` with the built-in kinds, no admission plugins and the system clock.
+    pub fn new(store: impl Store) -> Client {
+        Client::builder(store).build()
+    }
+
+    /// A builder of a client over `store`.
+    pub fn builder(store: impl Store) -> ClientBuilder {
+        ClientBuilder {
+            store: Arc::new(store),
+            scheme: Scheme::default(),
+            admission: Vec::new(),
+            clock: Arc::new(SystemClock),
+            bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
+        }
+    }
+
+    /// The store under the client.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The kinds the client serves.
+    pub fn scheme(&self) -> &Scheme {
+        &self.inner.scheme
+    }
+
+    /// The client's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Creates the namespaces every cluster has ([`SYSTEM_NAMESPACES`]) that do not exist yet.
+    pub async fn bootstrap(&self) -> Result<(), StatusError> {
+        let namespaces = ApiResource::new("", "v1", "Namespace", None, false);
+        for name in SYSTEM_NAMESPACES {
+            let object = DynamicObject::new(name, &namespaces);
+            match self
+                .create(&namespaces, None, object, &PostParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(error) if error.reason == StatusReason::AlreadyExists => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    fn registered(&self, resource: &ApiResource) -> Result<(), StatusError> {
+        match self
+            .inner
+            .scheme
+            .resource(&resource.api_version, &resource.kind)
+        {
+            Some(registered) if registered == resource => Ok(()),
+            _ => Err(StatusError::new(
+                StatusReason::NotFound,
+                format!(
+                    "the server could not find the requested resource ({})",
+                    resource.qualified_plural()
+                ),
+            )),
+        }
+    }
+
+    fn namespace_of<'a>(
+        resource: &ApiResource,
+        namespace: Option<&'a str>,
+    ) -> Result<Option<&'a str>, StatusError> {
+        if !resource.namespaced {
+            return Ok(None);
+        }
+        match namespace.filter(|ns| !ns.is_empty()) {
+            Some(namespace) => Ok(Some(namespace)),
+            None => Err(bad_request(format!(
+                "a namespace is required to address {}",
+                resource.qualified_plural()
+            ))),
+        }
+    }
+
+    fn decode_stored(&self, kv: &KeyValue) -> Result<DynamicObject, StatusError> {
+        let mut object: DynamicObject = serde_json::from_slice(&kv.value).map_err(|error| {
+            StatusError::internal(format!("stored object {} is unreadable: {error}", kv.key))
+        })?;
+        object.metadata.resource_version = Some(kv.mod_revision.to_string());
+        Ok(object)
+    }
+
+    fn encode_stored(object: &DynamicObject) -> Result<Bytes, StatusError> {
+        let mut stored = object.clone();
+        stored.metadata.resource_version = None;
+        serde_json::to_vec(&stored)
+            .map(Bytes::from)
+            .map_err(|error| StatusError::internal(format!("cannot encode the object: {error}")))
+    }
+
+    /// Defaulting and validation through the scheme, then `extra` (update checks) reported with
+    /// them; the defaulted object.
+    fn default_and_validate(
+        &self,
+        resource: &ApiResource,
+        name: &str,
+        object: &DynamicObject,
+        extra: ErrorList,
+    ) -> Result<DynamicObject, StatusError> {
+        let value = serde_json::to_value(object)
+            .map_err(|error| StatusError::internal(format!("cannot encode the object: {error}")))?;
+        match self.inner.scheme.decode_value(value) {
+            Ok(decoded) if extra.is_empty() => Ok(decoded.object),
+            Ok(_) => Err(StatusError::invalid(resource, name, &extra)),
+            Err(error) => {
+                let mut status = error.to_status_error();
+                if status.reason == StatusReason::Invalid && !extra.is_empty() {
+                    let mut errors: ErrorList =
+                        error.problems.into_iter().map(|p| p.error).collect();
+                    errors.extend(extra);
+                    status = StatusError::invalid(resource, name, &errors);
+                }
+                Err(status)
+            }
+        }
+    }
+
+    async fn admit(
+        &self,
+        request: &AdmissionRequest<'_>,
+        object: &mut DynamicObject,
+        resource: &ApiResource,
+        extra: &ErrorList,
+    ) -> Result<DynamicObject, StatusError> {
+        for plugin in &self.inner.admission {
+            plugin.mutate(request, object).await?;
+        }
+        let admitted = if self.inner.admission.is_empty() {
+            object.clone()
+        } else {
+            self.default_and_validate(resource, request.name, object, extra.clone())?
+        };
+        for plugin in &self.inner.admission {
+            plugin.validate(request, &admitted).await?;
+        }
+        Ok(admitted)
+    }
+
+    async fn check_namespace(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<(), StatusError> {
+        let Some(namespace) = namespace else {
+            return Ok(());
+        };
+        let namespaces = ApiResource::new("", "v1", "Namespace", None, false);
+        let key = object_key(&namespaces, None, namespace);
+        let Some(kv) = self.inner.store.get(&key).await.map_err(from_store)? else {
+            return Err(StatusError::not_found(&namespaces, namespace));
+        };
+        if self.decode_stored(&kv)?.metadata.deletion_timestamp.is_some() {
+            return Err(StatusError::forbidden(
+                resource,
+                name,
+                &format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn generate_name(prefix: &str) -> String {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let random = uuid::Uuid::new_v4();
+        let suffix: String = random
+            .as_bytes()
+            .iter()
+            .take(5)
+            .map(|byte| char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]))
+            .collect();
+        format!("{prefix}{suffix}")
+    }
+
+    /// Creates an object (see the [module documentation](self)).
+    pub async fn create(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        mut object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject, StatusError> {
+        self.registered(resource)?;
+        match &object.types {
+            Some(types)
+                if types.api_version != resource.api_version || types.kind != resource.kind =>
+            {
+                return Err(bad_request(format!(
+                    "the object's kind {}/{} is not the requested {}/{}",
+                    types.api_version, types.kind, resource.api_version, resource.kind
+                )));
+            }
+            _ => {}
+        }
+        object.types = Some(TypeMeta {
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+        });
+        let namespace = if resource.namespaced {
+            let requested = namespace.or(object.metadata.namespace.as_deref()).map(str::to_owned);
+            let namespace = Client::namespace_of(resource, requested.as_deref())?.map(str::to_owned);
+            if let (Some(given), Some(requested)) = (&object.metadata.namespace, &namespace)
+                && given != requested
+            {
+                return Err(bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            object.metadata.namespace.clone_from(&namespace);
+            namespace
+        } else {
+            None
+        };
+        let generate = object
+            .metadata
+            .name
+            .as_deref()
+            .is_none_or(str::is_empty)
+            .then(|| object.metadata.generate_name.clone())
+            .flatten()
+            .filter(|prefix| !prefix.is_empty());
+        let attempts = if generate.is_some() { GENERATE_NAME_ATTEMPTS } else { 1 };
+        let mut last_error = None;
+        for _ in 0..attempts {
+            let mut attempt = object.clone();
+            if let Some(prefix) = &generate {
+                attempt.metadata.name = Some(Client::generate_name(prefix));
+            }
+            match self
+                .create_once(resource, namespace.as_deref(), attempt, params)
+                .await
+            {
+                Err(error) if error.reason == StatusReason::AlreadyExists && generate.is_some() => {
+                    last_error = Some(error);
+                }
+                outcome => return outcome,
+            }
+        }
+        Err(last_error.unwrap_or_else(|| StatusError::internal("could not generate a name")))
+    }
+
+    async fn create_once(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        mut object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject, StatusError> {
+        let now = self.inner.clock.now();
+        let meta = &mut object.metadata;
+        meta.uid = Some(uuid::Uuid::new_v4().to_string());
+        meta.creation_timestamp = Some(Time(now));
+        meta.resource_version = None;
+        meta.generation = Some(1);
+        meta.deletion_timestamp = None;
+        meta.deletion_grace_period_seconds = None;
+        meta.self_link = None;
+        let status_subresource = self.inner.scheme.has_status_subresource(resource);
+        strategy::prepare_for_create(resource, &mut object, status_subresource);
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let mut object = self.default_and_validate(resource, &name, &object, ErrorList::new())?;
+        let request = AdmissionRequest {
+            operation: Operation::Create,
+            resource,
+            subresource: None,
+            namespace,
+            name: &name,
+            old_object: None,
+            dry_run: params.dry_run,
+        };
+        let object = self
+            .admit(&request, &mut object, resource, &ErrorList::new())
+            .await?;
+        self.check_namespace(resource, namespace, &name).await?;
+        let key = object_key(resource, namespace, &name);
+        if params.dry_run {
+            if self.inner.store.get(&key).await.map_err(from_store)?.is_some() {
+                return Err(StatusError::already_exists(resource, &name));
+            }
+            return Ok(object);
+        }
+        let value = Client::encode_stored(&object)?;
+        let response = self
+            .inner
+            .store
+            .txn(Txn::when([Compare::absent(&key)]).and_then([Op::put(&key, value)]))
+            .await
+            .map_err(from_store)?;
+        if !response.succeeded {
+            return Err(StatusError::already_exists(resource, &name));
+        }
+        let mut object = object;
+        object.metadata.resource_version = Some(response.revision.to_string());
+        Ok(object)
+    }
+
+    /// Reads one object.
+    pub async fn get(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<DynamicObject, StatusError> {
+        self.registered(resource)?;
+        let namespace = Client::namespace_of(resource, namespace)?;
+        let key = object_key(resource, namespace, name);
+        match self.inner.store.get(&key).await.map_err(from_store)? {
+            Some(kv) => self.decode_stored(&kv),
+            None => Err(StatusError::not_found(resource, name)),
+        }
+    }
+
+    fn filter(
+        &self,
+        resource: &ApiResource,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> Result<Filter, StatusError> {
+        let labels = match labels.filter(|s| !s.is_empty()) {
+            Some(text) => Selector::parse(text).map_err(|error| bad_request(error.to_string()))?,
+            None => Selector::everything(),
+        };
+        let fields = match fields.filter(|s| !s.is_empty()) {
+            Some(text) => {
+                FieldSelector::parse(text).map_err(|error| bad_request(error.to_string()))?
+            }
+            None => FieldSelector::everything(),
+        };
+        self.inner
+            .scheme
+            .check_field_selector(resource, &fields)
+            .map_err(|error| bad_request(error.to_string()))?;
+        Ok(Filter { labels, fields })
+    }
+
+    fn matches(&self, resource: &ApiResource, filter: &Filter, object: &DynamicObject) -> bool {
+        let labels = object.metadata.labels.clone().unwrap_or_default();
+        if !filter.labels.matches(&labels) {
+            return false;
+        }
+        if filter.fields.is_empty() {
+            return true;
+        }
+        match serde_json::to_value(object) {
+            Ok(value) => self
+                .inner
+                .scheme
+                .matches_fields(resource, &filter.fields, &value),
+            Err(_) => false,
+        }
+    }
+
+    /// Lists objects, in one namespace or all (see [`ListParams`] for selectors, pages and
+    /// resource versions).
+    pub async fn list(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        params: &ListParams,
+    ) -> Result<ObjectList<DynamicObject>, StatusError> {
+        self.registered(resource)?;
+        let filter = self.filter(
+            resource,
+            params.label_selector.as_deref(),
+            params.field_selector.as_deref(),
+        )?;
+        let prefix = collection_prefix(resource, namespace.filter(|ns| !ns.is_empty()));
+        let end = prefix_end(&prefix);
+        let (mut revision, mut start) = match params.continue_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => {
+                let token = decode_token(token)
+                    .filter(|token| token.start.starts_with(&prefix))
+                    .ok_or_else(|| bad_request("the continue token is not valid"))?;
+                (Some(token.rv), token.start)
+            }
+            None => {
+                let revision = match params.resource_version.as_deref() {
+                    None | Some("" | "0") => None,
+                    Some(text) => {
+                        let wanted = parse_version(text)?;
+                        match params.version_match.unwrap_or_default() {
+                            VersionMatch::Exact => Some(wanted),
+                            VersionMatch::NotOlderThan => {
+                                let current = self
+                                    .inner
+                                    .store
+                                    .current_revision()
+                                    .await
+                                    .map_err(from_store)?;
+                                if wanted > current {
+                                    return Err(StatusError::new(
+                                        StatusReason::Timeout,
+                                        format!("Too large resource version: {wanted}, current: {current}"),
+                                    ));
+                                }
+                                None
+                            }
+                        }
+                    }
+                };
+                (revision, prefix.clone())
+            }
+        };
+        let limit = params.limit.map(|l| l as usize).filter(|&l| l > 0);
+        let mut items = Vec::new();
+        let mut continue_from = None;
+        'pages: loop {
+            let mut request = RangeRequest::new(KeyRange::Range {
+                start: start.clone(),
+                end: end.clone(),
+            });
+            request.revision = revision;
+            if let Some(limit) = limit {
+                request.limit = Some((limit - items.len()).max(64));
+            }
+            let response = match self.inner.store.range(request).await {
+                Ok(response) => response,
+                Err(StoreError::Compacted { .. }) if params.continue_token.is_some() => {
+                    return Err(StatusError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ));
+                }
+                Err(error) => return Err(from_store(error)),
+            };
+            // Every further page of this list reads the same snapshot.
+            revision = Some(response.revision);
+            for (i, kv) in response.kvs.iter().enumerate() {
+                let object = self.decode_stored(kv)?;
+                if self.matches(resource, &filter, &object) {
+                    items.push(object);
+                }
+                if limit.is_some_and(|limit| items.len() >= limit) {
+                    if i + 1 < response.kvs.len() || response.more {
+                        continue_from = Some(format!("{}\u{0}", kv.key));
+                    }
+                    break 'pages;
+                }
+            }
+            match response.kvs.last() {
+                Some(last) if response.more => start = format!("{}\u{0}", last.key),
+                _ => break,
+            }
+        }
+        let revision = revision.unwrap_or_default();
+        Ok(ObjectList {
+            metadata: ListMeta {
+                resource_version: Some(revision.to_string()),
+                continue_: continue_from.map(|start| {
+                    encode_token(&ContinueToken {
+                        rv: revision,
+                        start,
+                    })
+                }),
+                ..ListMeta::default()
+            },
+            items,
+        })
+    }
+
+    /// Replaces an object, or its status (see the [module documentation](self)). The object's
+    /// `resourceVersion`, when set, must be the stored one (otherwise 409 Conflict); when unset the
+    /// update applies to whatever is stored.
+    pub async fn replace(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        object: DynamicObject,
+        params: &PostParams,
+        subresource: Subresource,
+    ) -> Result<DynamicObject, StatusError> {
+        self.registered(resource)?;
+        let namespace = Client::namespace_of(resource, namespace)?;
+        if object.metadata.name.as_deref().is_some_and(|n| n != name) {
+            return Err(bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                object.metadata.name.as_deref().unwrap_or_default()
+            )));
+        }
+        let expected = object
+            .metadata
+            .resource_version
+            .clone()
+            .filter(|v| !v.is_empty());
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let old = self.get(resource, namespace, name).await?;
+            let outcome = self
+                .update_from(
+                    resource,
+                    namespace,
+                    name,
+                    object.clone(),
+                    &old,
+                    expected.as_deref(),
+                    params.dry_run,
+                    subresource,
+                )
+                .await;
+            match outcome {
+                Err(error)
+                    if error.is_conflict()
+                        && expected.is_none()
+                        && attempts < UNCONDITIONAL_RETRIES =>
+                {
+                    continue;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// One attempt at an update against `old` (the stored object).
+    #[allow(clippy::too_many_arguments)]
+    async fn update_from(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        mut new: DynamicObject,
+        old: &DynamicObject,
+        expected: Option<&str>,
+        dry_run: bool,
+        subresource: Subresource,
+    ) -> Result<DynamicObject, StatusError> {
+        let old_version = old.metadata.resource_version.clone().unwrap_or_default();
+        if let Some(expected) = expected
+            && expected != old_version
+        {
+            return Err(StatusError::conflict(
+                resource,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        new.types = old.types.clone();
+        let status_subresource = self.inner.scheme.has_status_subresource(resource);
+        strategy::prepare_for_update(
+            &mut new,
+            old,
+            status_subresource,
+            subresource == Subresource::Status,
+        );
+        {
+            let meta = &mut new.metadata;
+            let before = &old.metadata;
+            meta.name = before.name.clone();
+            meta.namespace = before.namespace.clone();
+            meta.uid = before.uid.clone();
+            meta.creation_timestamp = before.creation_timestamp.clone();
+            meta.deletion_timestamp = before.deletion_timestamp.clone();
+            meta.deletion_grace_period_seconds = before.deletion_grace_period_seconds;
+            meta.generation = before.generation;
+            meta.generate_name = before.generate_name.clone();
+            meta.self_link = None;
+        }
+        let mut extra = strategy::validate_update(resource, &new, old);
+        if old.metadata.deletion_timestamp.is_some() {
+            let before = strategy::finalizers(old);
+            if strategy::finalizers(&new).iter().any(|f| !before.contains(f)) {
+                extra.push(Error::forbidden(
+                    &Path::new("metadata").child("finalizers"),
+                    "no new finalizers can be added if the object is being deleted",
+                ));
+            }
+        }
+        let mut new = self.default_and_validate(resource, name, &new, extra.clone())?;
+        let request = AdmissionRequest {
+            operation: Operation::Update,
+            resource,
+            subresource: (subresource == Subresource::Status).then_some("status"),
+            namespace,
+            name,
+            old_object: Some(old),
+            dry_run,
+        };
+        let mut new = self.admit(&request, &mut new, resource, &extra).await?;
+        if subresource == Subresource::Main && strategy::spec_changed(&new, old) {
+            new.metadata.generation = Some(old.metadata.generation.unwrap_or(1) + 1);
+        }
+        new.metadata.resource_version = Some(old_version.clone());
+        let unchanged = Client::encode_stored(&new)? == Client::encode_stored(old)?;
+        if unchanged {
+            return Ok(new);
+        }
+        let key = object_key(resource, namespace, name);
+        let old_revision = parse_version(&old_version)?;
+        let finished = new.metadata.deletion_timestamp.is_some()
+            && strategy::finalizers(&new).is_empty()
+            && !strategy::namespace_finalizing(resource, &new)
+            && !(strategy::deletes_gracefully(resource) && Client::grace_pending(&new));
+        if dry_run {
+            return Ok(new);
+        }
+        let op = if finished {
+            Op::delete(&key)
+        } else {
+            Op::put(&key, Client::encode_stored(&new)?)
+        };
+        let response = self
+            .inner
+            .store
+            .txn(Txn::when([Compare::mod_revision(&key, old_revision)]).and_then([op]))
+            .await
+            .map_err(from_store)?;
+        if !response.succeeded {
+            return Err(StatusError::conflict(
+                resource,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        new.metadata.resource_version = Some(response.revision.to_string());
+        Ok(new)
+    }
+
+    /// Whether a terminating pod still has grace time (a graceful delete waits for its node agent
+    /// to finish it with a delete of grace 0).
+    fn grace_pending(object: &DynamicObject) -> bool {
+        object.metadata.deletion_grace_period_seconds.unwrap_or(0) > 0
+    }
+
+    /// Patches an object or its status, retrying against newer versions unless the patch names a
+    /// resource version.
+    pub async fn patch(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Value,
+        params: &PatchParams,
+        subresource: Subresource,
+    ) -> Result<DynamicObject, StatusError> {
+        self.registered(resource)?;
+        let namespace = Client::namespace_of(resource, namespace)?;
+        let expected = patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let merge_keys = MergeKeys::for_kind(&resource.api_version, &resource.kind);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let old = self.get(resource, namespace, name).await?;
+            let current = serde_json::to_value(&old)
+                .map_err(|error| StatusError::internal(error.to_string()))?;
+            let patched = apply_patch(&current, params.patch_type, patch, merge_keys.as_ref())
+                .map_err(|error| {
+                    StatusError::new(StatusReason::BadRequest, error.to_string())
+                })?;
+            let new: DynamicObject = serde_json::from_value(patched)
+                .map_err(|error| bad_request(format!("the patched object is invalid: {error}")))?;
+            let outcome = self
+                .update_from(
+                    resource,
+                    namespace,
+                    name,
+                    new,
+                    &old,
+                    expected.as_deref(),
+                    params.dry_run,
+                    subresource,
+                )
+                .await;
+            match outcome {
+                Err(error)
+                    if error.is_conflict()
+                        && expected.is_none()
+                        && attempts < UNCONDITIONAL_RETRIES =>
+                {
+                    continue;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Deletes an object: at once, or by marking it terminating when it has finalizers (and, for
+    /// pods on a node, a grace period); see [`DeleteParams`].
+    pub async fn delete(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        params: &DeleteParams,
+    ) -> Result<Deletion<DynamicObject>, StatusError> {
+        self.registered(resource)?;
+        let namespace = Client::namespace_of(resource, namespace)?;
+        let key = object_key(resource, namespace, name);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let old = self.get(resource, namespace, name).await?;
+            let outcome = self
+                .delete_from(resource, namespace, name, &key, &old, params)
+                .await;
+            match outcome {
+                Err(error) if error.is_conflict() && attempts < UNCONDITIONAL_RETRIES => {
+                    if params.preconditions.is_some()
+                        && error.message.contains("Precondition failed")
+                    {
+                        return Err(error);
+                    }
+                    continue;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn delete_from(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        key: &str,
+        old: &DynamicObject,
+        params: &DeleteParams,
+    ) -> Result<Deletion<DynamicObject>, StatusError> {
+        if let Some(preconditions) = &params.preconditions {
+            if let Some(uid) = &preconditions.uid
+                && old.metadata.uid.as_ref() != Some(uid)
+            {
+                return Err(StatusError::conflict(
+                    resource,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        old.metadata.uid.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+            if let Some(version) = &preconditions.resource_version
+                && old.metadata.resource_version.as_ref() != Some(version)
+            {
+                return Err(StatusError::conflict(
+                    resource,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {version}, ResourceVersion in meta: {}",
+                        old.metadata.resource_version.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        let request = AdmissionRequest {
+            operation: Operation::Delete,
+            resource,
+            subresource: None,
+            namespace,
+            name,
+            old_object: Some(old),
+            dry_run: params.dry_run,
+        };
+        for plugin in &self.inner.admission {
+            plugin.validate(&request, old).await?;
+        }
+        let old_revision = parse_version(old.metadata.resource_version.as_deref().unwrap_or("0"))?;
+        let mut terminating = old.clone();
+        let mut finalizers: Vec<String> =
+            old.metadata.finalizers.clone().unwrap_or_default();
+        let policy_finalizer = match params.propagation_policy {
+            Some(PropagationPolicy::Orphan) => Some("orphan"),
+            Some(PropagationPolicy::Foreground) => Some("foregroundDeletion"),
+            _ => None,
+        };
+        if let Some(finalizer) = policy_finalizer {
+            finalizers.retain(|f| f != "orphan" && f != "foregroundDeletion");
+            finalizers.push(finalizer.to_owned());
+        }
+        let grace = if strategy::deletes_gracefully(resource) {
+            Client::pod_grace(old, params.grace_period_seconds)
+        } else {
+            0
+        };
+        let now = self.inner.clock.now();
+        let needs_marking = grace > 0 || !finalizers.is_empty()
+            || strategy::namespace_finalizing(resource, old);
+        if needs_marking {
+            let meta = &mut terminating.metadata;
+            let already = meta.deletion_timestamp.is_some();
+            let shorter = meta
+                .deletion_grace_period_seconds
+                .is_none_or(|current| grace < current);
+            if !already || (grace > 0 && shorter) {
+                let deadline = now
+                    .checked_add(jiff::SignedDuration::from_secs(grace))
+                    .unwrap_or(now);
+                meta.deletion_timestamp = Some(Time(deadline));
+                meta.deletion_grace_period_seconds = Some(grace);
+            }
+            meta.finalizers = (!finalizers.is_empty()).then_some(finalizers);
+            if resource.group.is_empty()
+                && resource.kind == "Namespace"
+                && let Some(data) = strategy::ensure_object(&mut terminating.data)
+            {
+                data.insert(
+                    "status".into(),
+                    serde_json::json!({"phase": "Terminating"}),
+                );
+            }
+            if params.dry_run || Client::encode_stored(&terminating)? == Client::encode_stored(old)? {
+                return Ok(Deletion::InProgress(terminating));
+            }
+            let value = Client::encode_stored(&terminating)?;
+            let response = self
+                .inner
+                .store
+                .txn(Txn::when([Compare::mod_revision(key, old_revision)]).and_then([Op::put(key, value)]))
+                .await
+                .map_err(from_store)?;
+            if !response.succeeded {
+                return Err(StatusError::conflict(resource, name, "the object has been modified"));
+            }
+            terminating.metadata.resource_version = Some(response.revision.to_string());
+            return Ok(Deletion::InProgress(terminating));
+        }
+        if params.dry_run {
+            return Ok(Deletion::Deleted(old.clone()));
+        }
+        let response = self
+            .inner
+            .store
+            .txn(Txn::when([Compare::mod_revision(key, old_revision)]).and_then([Op::delete(key)]))
+            .await
+            .map_err(from_store)?;
+        if !response.succeeded {
+            return Err(StatusError::conflict(resource, name, "the object has been modified"));
+        }
+        let mut deleted = old.clone();
+        deleted.metadata.resource_version = Some(response.revision.to_string());
+        Ok(Deletion::Deleted(deleted))
+    }
+
+    /// The grace period of a pod's deletion: the one asked for, else the pod's own; 0 for a pod
+    /// that no node runs (unscheduled, or finished).
+    fn pod_grace(pod: &DynamicObject, requested: Option<i64>) -> i64 {
+        let scheduled = pod
+            .data
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|node| !node.is_empty());
+        let finished = matches!(
+            pod.data.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        );
+        if !scheduled || finished {
+            return 0;
+        }
+        requested
+            .or_else(|| {
+                pod.data
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30)
+            .max(0)
+    }
+
+    /// Watches objects from a resource version: `""` or `"0"` starts with an `ADDED` event for
+    /// every object that exists now, a revision starts after it. Events follow the selectors: an
+    /// object that comes to match is `ADDED`, one that stops matching `DELETED`. A watch from a
+    /// compacted revision gets one `ERROR` event (410 Gone) and ends.
+    pub async fn watch(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<BoxStream<'static, WatchEvent<DynamicObject>>, StatusError> {
+        self.registered(resource)?;
+        let filter = self.filter(
+            resource,
+            params.label_selector.as_deref(),
+            params.field_selector.as_deref(),
+        )?;
+        let prefix = collection_prefix(resource, namespace.filter(|ns| !ns.is_empty()));
+        let mut initial = VecDeque::new();
+        let start = match resource_version {
+            "" | "0" => {
+                let snapshot = self
+                    .inner
+                    .store
+                    .range(RangeRequest::prefix(&prefix))
+                    .await
+                    .map_err(from_store)?;
+                for kv in &snapshot.kvs {
+                    let object = self.decode_stored(kv)?;
+                    if self.matches(resource, &filter, &object) {
+                        initial.push_back(WatchEvent::Added(object));
+                    }
+                }
+                snapshot.revision + 1
+            }
+            text => parse_version(text)? + 1,
+        };
+        let mut request = WatchRequest::new(KeyRange::Prefix(prefix))
+            .from(start)
+            .with_prev_kv();
+        if params.bookmarks {
+            request = request.progress(self.inner.bookmark_interval);
+        }
+        let stream = match self.inner.store.watch(request).await {
+            Ok(stream) => Some(stream),
+            Err(StoreError::Compacted {
+                revision,
+                compact_revision,
+            }) => {
+                initial.push_back(WatchEvent::Error(
+                    StatusError::gone(format!(
+                        "too old resource version: {} ({compact_revision})",
+                        revision - 1
+                    ))
+                    .to_status(),
+                ));
+                None
+            }
+            Err(error) => return Err(from_store(error)),
+        };
+        let state = WatchState {
+            client: self.clone(),
+            resource: resource.clone(),
+            filter,
+            stream,
+            pending: initial,
+            bookmarks: params.bookmarks,
+        };
+        let events = futures_util::stream::unfold(state, |mut state| async move {
+            let event = state.next().await?;
+            Some((event, state))
+        });
+        Ok(match params.timeout {
+            Some(timeout) => events
+                .take_until(tokio::time::sleep(timeout))
+                .boxed(),
+            None => events.boxed(),
+        })
+    }
+
+    /// The scale of a Deployment, ReplicaSet or ReplicationController (`autoscaling/v1`).
+    pub async fn get_scale(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Scale, StatusError> {
+        if !strategy::has_scale(resource) {
+            return Err(StatusError::new(
+                StatusReason::NotFound,
+                format!("{} has no scale subresource", resource.qualified_plural()),
+            ));
+        }
+        let object = self.get(resource, namespace, name).await?;
+        Ok(Client::scale_of(resource, &object))
+    }
+
+    fn scale_of(resource: &ApiResource, object: &DynamicObject) -> Scale {
+        let count = |pointer: &str| {
+            object
+                .data
+                .pointer(pointer)
+                .and_then(Value::as_i64)
+                .and_then(|n| i32::try_from(n).ok())
+        };
+        Scale {
+            metadata: ObjectMeta {
+                name: object.metadata.name.clone(),
+                namespace: object.metadata.namespace.clone(),
+                uid: object.metadata.uid.clone(),
+                resource_version: object.metadata.resource_version.clone(),
+                creation_timestamp: object.metadata.creation_timestamp.clone(),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ScaleSpec {
+                replicas: count("/spec/replicas"),
+            }),
+            status: Some(ScaleStatus {
+                replicas: count("/status/replicas").unwrap_or(0),
+                selector: Some(strategy::scale_selector(resource, object)),
+            }),
+        }
+    }
+
+    /// Sets the replicas of a Deployment, ReplicaSet or ReplicationController through its scale
+    /// (the scale's `resourceVersion`, when set, must be the object's).
+    pub async fn replace_scale(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        scale: &Scale,
+        params: &PostParams,
+    ) -> Result<Scale, StatusError> {
+        if !strategy::has_scale(resource) {
+            return Err(StatusError::new(
+                StatusReason::NotFound,
+                format!("{} has no scale subresource", resource.qualified_plural()),
+            ));
+        }
+        let replicas = scale.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(0);
+        if replicas < 0 {
+            return Err(StatusError::invalid(
+                resource,
+                name,
+                &[Error::invalid(
+                    &Path::new("spec").child("replicas"),
+                    replicas,
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let mut patch = serde_json::json!({"spec": {"replicas": replicas}});
+        if let Some(version) = scale.metadata.resource_version.as_deref().filter(|v| !v.is_empty()) {
+            patch["metadata"] = serde_json::json!({"resourceVersion": version});
+        }
+        let params = PatchParams {
+            dry_run: params.dry_run,
+            field_manager: params.field_manager.clone(),
+            ..PatchParams::new(crate::patch::PatchType::Merge)
+        };
+        let object = self
+            .patch(resource, namespace, name, &patch, &params, Subresource::Main)
+            .await?;
+        Ok(Client::scale_of(resource, &object))
+    }
+}
+
+/// The state of one watch: the store's stream and the events decoded but not yet delivered.
+struct WatchState {
+    client: Client,
+    resource: ApiResource,
+    filter: Filter,
+    stream: Option<crate::store::WatchStream>,
+    pending: VecDeque<WatchEvent<DynamicObject>>,
+    bookmarks: bool,
+}
+
+impl WatchState {
+    async fn next(&mut self) -> Option<WatchEvent<DynamicObject>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let stream = self.stream.as_mut()?;
+            match stream.next().await {
+                None => {
+                    self.stream = None;
+                    return None;
+                }
+                Some(Err(error)) => {
+                    self.stream = None;
+                    let status = match error {
+                        StoreError::Compacted {
+                            revision,
+                            compact_revision,
+                        } => StatusError::gone(format!(
+                            "too old resource version: {revision} ({compact_revision})"
+                        )),
+                        other => from_store(other),
+                    };
+                    return Some(WatchEvent::Error(status.to_status()));
+                }
+                Some(Ok(response)) => {
+                    if response.progress {
+                        if self.bookmarks {
+                            self.pending
+                                .push_back(WatchEvent::Bookmark(response.revision.to_string()));
+                        }
+                        continue;
+                    }
+                    for event in &response.events {
+                        match self.translate(event) {
+                            Ok(Some(event)) => self.pending.push_back(event),
+                            Ok(None) => {}
+                            Err(status) => {
+                                self.pending.push_back(WatchEvent::Error(status.to_status()));
+                                self.stream = None;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn translate(&self, event: &Event) -> Result<Option<WatchEvent<DynamicObject>>, StatusError> {
+        let client = &self.client;
+        let previous = event
+            .prev_kv
+            .as_ref()
+            .map(|kv| client.decode_stored(kv))
+            .transpose()?;
+        let matched_before = previous
+            .as_ref()
+            .is_some_and(|object| client.matches(&self.resource, &self.filter, object));
+        match event.kind {
+            EventKind::Put => {
+                let object = client.decode_stored(&event.kv)?;
+                let matches_now = client.matches(&self.resource, &self.filter, &object);
+                Ok(match (previous.is_some() && matched_before, matches_now) {
+                    (true, true) => Some(WatchEvent::Modified(object)),
+                    (false, true) => Some(WatchEvent::Added(object)),
+                    (true, false) => Some(WatchEvent::Deleted(object)),
+                    (false, false) => None,
+                })
+            }
+            EventKind::Delete => Ok(match previous {
+                Some(mut object) if matched_before => {
+                    object.metadata.resource_version = Some(event.kv.mod_revision.to_string());
+                    Some(WatchEvent::Deleted(object))
+                }
+                _ => None,
+            }),
+        }
+    }
+}
