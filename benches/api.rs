@@ -56,7 +56,9 @@ async fn api() -> Api<Pod> {
 
 async fn create_all(api: &Api<Pod>, range: std::ops::Range<usize>) {
     for i in range {
-        api.create(&PostParams::default(), &pod(i)).await.expect("create");
+        api.create(&PostParams::default(), &pod(i))
+            .await
+            .expect("create");
     }
 }
 
@@ -82,7 +84,11 @@ fn main() {
         api
     });
     group.bench_function("list/1000-pods", |b| {
-        b.iter(|| runtime.block_on(listed.list(&ListParams::default())).expect("list"));
+        b.iter(|| {
+            runtime
+                .block_on(listed.list(&ListParams::default()))
+                .expect("list")
+        });
     });
     group.finish();
     criterion.final_summary();
@@ -101,9 +107,16 @@ fn main() {
         let all = black_box(api.list(&ListParams::default()).await.expect("list"));
         let listed = start.elapsed();
         assert_eq!(all.items.len(), SCALE);
-        println!("RESULT api_list_150k_pods {:.0} ms", listed.as_secs_f64() * 1000.0);
+        println!(
+            "RESULT api_list_150k_pods {:.0} ms",
+            listed.as_secs_f64() * 1000.0
+        );
         let start = Instant::now();
-        let page = black_box(api.list(&ListParams::default().limit(500)).await.expect("list"));
+        let page = black_box(
+            api.list(&ListParams::default().limit(500))
+                .await
+                .expect("list"),
+        );
         assert_eq!(page.items.len(), 500);
         println!(
             "RESULT api_list_150k_pods_first_page_500 {:.2} ms",

@@ -72,8 +72,8 @@ use crate::defaulting::SetDefaults;
 use crate::manifest::{Document, Position, path_from_serde};
 use crate::resource::builtin::builtin_resources;
 use crate::resource::{ApiResource, DynamicObject, Resource};
-use crate::status::StatusError;
 use crate::selector::{FieldSelector, FieldSource, UnsupportedFieldError};
+use crate::status::StatusError;
 use crate::validation::Validate;
 use crate::validation::field::{Error, ErrorList, ErrorType, Path, Segment};
 use crate::validation::meta::{NameRule, validate_object_meta};
@@ -491,9 +491,9 @@ impl Scheme {
         resource: &ApiResource,
         selector: &FieldSelector,
     ) -> Result<(), UnsupportedFieldError> {
-        let supported = self
-            .registration(resource)
-            .map_or(&[][..], |registration| registration.codec.supported_fields());
+        let supported = self.registration(resource).map_or(&[][..], |registration| {
+            registration.codec.supported_fields()
+        });
         match selector
             .requirements()
             .iter()
@@ -675,7 +675,9 @@ impl FieldSource for JsonFields<'_> {
     fn field(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         match name {
             // The common fields are read straight from the JSON, without decoding the object.
-            "metadata.name" | "metadata.namespace" if self.codec.supported_fields().contains(&name) => {
+            "metadata.name" | "metadata.namespace"
+                if self.codec.supported_fields().contains(&name) =>
+            {
                 let field = name.trim_start_matches("metadata.");
                 Some(std::borrow::Cow::Borrowed(
                     self.object
@@ -685,7 +687,10 @@ impl FieldSource for JsonFields<'_> {
                         .unwrap_or_default(),
                 ))
             }
-            _ => self.codec.field(self.object, name).map(std::borrow::Cow::Owned),
+            _ => self
+                .codec
+                .field(self.object, name)
+                .map(std::borrow::Cow::Owned),
         }
     }
 }

@@ -61,6 +61,10 @@ pub enum StatusReason {
     MethodNotAllowed,
     /// The request timed out (504).
     Timeout,
+    /// The request body is too large (413).
+    RequestEntityTooLarge,
+    /// The request body's media type is not supported for this resource (415).
+    UnsupportedMediaType,
     /// Too many requests (429).
     TooManyRequests,
     /// The server failed (500).
@@ -83,6 +87,8 @@ impl StatusReason {
             StatusReason::Unauthorized => "Unauthorized",
             StatusReason::MethodNotAllowed => "MethodNotAllowed",
             StatusReason::Timeout => "Timeout",
+            StatusReason::RequestEntityTooLarge => "RequestEntityTooLarge",
+            StatusReason::UnsupportedMediaType => "UnsupportedMediaType",
             StatusReason::TooManyRequests => "TooManyRequests",
             StatusReason::InternalError => "InternalError",
             StatusReason::ServiceUnavailable => "ServiceUnavailable",
@@ -99,6 +105,8 @@ impl StatusReason {
             StatusReason::MethodNotAllowed => 405,
             StatusReason::AlreadyExists | StatusReason::Conflict => 409,
             StatusReason::Expired => 410,
+            StatusReason::RequestEntityTooLarge => 413,
+            StatusReason::UnsupportedMediaType => 415,
             StatusReason::Invalid => 422,
             StatusReason::TooManyRequests => 429,
             StatusReason::InternalError => 500,
@@ -212,7 +220,10 @@ impl StatusError {
             details: Some(details(resource, name)),
             ..StatusError::new(
                 StatusReason::Forbidden,
-                format!("{} {name:?} is forbidden: {why}", resource.qualified_plural()),
+                format!(
+                    "{} {name:?} is forbidden: {why}",
+                    resource.qualified_plural()
+                ),
             )
         }
     }

@@ -42,7 +42,10 @@ async fn sixteen_read_modify_write_clients_lose_no_update() {
                 let data = current.data.get_or_insert_with(Default::default);
                 let value: usize = data["value"].parse().unwrap();
                 data.insert("value".into(), (value + 1).to_string());
-                match api.replace("counter", &PostParams::default(), &current).await {
+                match api
+                    .replace("counter", &PostParams::default(), &current)
+                    .await
+                {
                     Ok(_) => {
                         done += 1;
                         successes.fetch_add(1, Ordering::SeqCst);
@@ -60,7 +63,9 @@ async fn sixteen_read_modify_write_clients_lose_no_update() {
     for task in tasks {
         task.await.unwrap();
     }
-    let final_value: usize = api.get("counter").await.unwrap().data.unwrap()["value"].parse().unwrap();
+    let final_value: usize = api.get("counter").await.unwrap().data.unwrap()["value"]
+        .parse()
+        .unwrap();
     assert_eq!(final_value, successes.load(Ordering::SeqCst));
     assert_eq!(final_value, CLIENTS * INCREMENTS);
     assert!(

@@ -47,9 +47,16 @@ async fn a_thousand_watchers_see_identical_gap_free_events() {
 
     let mut watchers = Vec::new();
     for _ in 0..WATCHERS {
-        let events = api.watch(&WatchParams::default(), &start.to_string()).await.unwrap();
+        let events = api
+            .watch(&WatchParams::default(), &start.to_string())
+            .await
+            .unwrap();
         watchers.push(tokio::spawn(async move {
-            events.take(WRITES).map(|event| describe(&event)).collect::<Seen>().await
+            events
+                .take(WRITES)
+                .map(|event| describe(&event))
+                .collect::<Seen>()
+                .await
         }));
     }
     let writer = {
@@ -63,10 +70,14 @@ async fn a_thousand_watchers_see_identical_gap_free_events() {
                     }
                     Some(mut existing) => {
                         existing.data = Some([("value".to_owned(), i.to_string())].into());
-                        api.replace(&name, &PostParams::default(), &existing).await.unwrap();
+                        api.replace(&name, &PostParams::default(), &existing)
+                            .await
+                            .unwrap();
                     }
                     None => {
-                        api.create(&PostParams::default(), &config_map(&name, i)).await.unwrap();
+                        api.create(&PostParams::default(), &config_map(&name, i))
+                            .await
+                            .unwrap();
                     }
                 }
             }
@@ -75,7 +86,10 @@ async fn a_thousand_watchers_see_identical_gap_free_events() {
     writer.await.unwrap();
     let mut first: Option<Seen> = None;
     for watcher in watchers {
-        let seen = tokio::time::timeout(Duration::from_secs(60), watcher).await.unwrap().unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(60), watcher)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(seen.len(), WRITES);
         // Gap-free: every write is one revision, so the versions are consecutive.
         for pair in seen.windows(2) {
@@ -94,9 +108,16 @@ async fn a_watch_from_a_compacted_version_is_gone() {
     let client = Client::new(MemoryStore::new());
     client.bootstrap().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let first = api.create(&PostParams::default(), &config_map("a", 0)).await.unwrap();
-    api.create(&PostParams::default(), &config_map("b", 0)).await.unwrap();
-    api.create(&PostParams::default(), &config_map("c", 0)).await.unwrap();
+    let first = api
+        .create(&PostParams::default(), &config_map("a", 0))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &config_map("b", 0))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &config_map("c", 0))
+        .await
+        .unwrap();
     // History before the current revision is forgotten: the change right after `first` (the
     // creation of b) is gone.
     let current = client.store().current_revision().await.unwrap();
@@ -120,8 +141,12 @@ async fn a_watch_from_the_start_lists_first() {
     let client = Client::new(MemoryStore::new());
     client.bootstrap().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    api.create(&PostParams::default(), &config_map("a", 0)).await.unwrap();
-    api.create(&PostParams::default(), &config_map("b", 0)).await.unwrap();
+    api.create(&PostParams::default(), &config_map("a", 0))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &config_map("b", 0))
+        .await
+        .unwrap();
     let mut events = api.watch(&WatchParams::default(), "").await.unwrap();
     let first: Vec<(&str, String)> = events
         .by_ref()
@@ -132,8 +157,13 @@ async fn a_watch_from_the_start_lists_first() {
         })
         .collect()
         .await;
-    assert_eq!(first, [("ADDED", "a".to_owned()), ("ADDED", "b".to_owned())]);
-    api.create(&PostParams::default(), &config_map("c", 0)).await.unwrap();
+    assert_eq!(
+        first,
+        [("ADDED", "a".to_owned()), ("ADDED", "b".to_owned())]
+    );
+    api.create(&PostParams::default(), &config_map("c", 0))
+        .await
+        .unwrap();
     assert_eq!(describe(&events.next().await.unwrap()).1, "c");
 }
 
@@ -144,14 +174,23 @@ async fn idle_watches_get_bookmarks() {
         .build();
     client.bootstrap().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let created = api.create(&PostParams::default(), &config_map("a", 0)).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &config_map("a", 0))
+        .await
+        .unwrap();
     let mut events = api
-        .watch(&WatchParams::default().bookmarks(), created.resource_version().unwrap())
+        .watch(
+            &WatchParams::default().bookmarks(),
+            created.resource_version().unwrap(),
+        )
         .await
         .unwrap();
     match events.next().await {
         Some(WatchEvent::Bookmark(version)) => {
-            assert!(version.parse::<i64>().unwrap() >= created.resource_version().unwrap().parse().unwrap());
+            assert!(
+                version.parse::<i64>().unwrap()
+                    >= created.resource_version().unwrap().parse().unwrap()
+            );
         }
         other => panic!("expected a bookmark, got {other:?}"),
     }

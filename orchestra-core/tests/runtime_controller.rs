@@ -44,7 +44,13 @@ async fn reconcile(object: Arc<ConfigMap>, context: Arc<Context>) -> Result<Acti
         .or_default() += 1;
     // The reconcile's effect: a secret owned by the config map.
     let name = object.name_any();
-    if context.secrets.get_opt(&name).await.map_err(|e| e.to_string())?.is_none() {
+    if context
+        .secrets
+        .get_opt(&name)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
         let owner = OwnerReference {
             api_version: "v1".into(),
             kind: "ConfigMap".into(),
@@ -78,7 +84,10 @@ async fn controllers_reconcile_changes_of_their_objects_and_of_what_they_own() {
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     for i in 0..8 {
-        config_maps.create(&PostParams::default(), &config_map(&format!("cm-{i}"))).await.unwrap();
+        config_maps
+            .create(&PostParams::default(), &config_map(&format!("cm-{i}")))
+            .await
+            .unwrap();
     }
     let context = Arc::new(Context {
         reconciled: Mutex::new(BTreeMap::new()),
@@ -97,19 +106,31 @@ async fn controllers_reconcile_changes_of_their_objects_and_of_what_they_own() {
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(cache.is_ready());
-    assert_eq!(secrets.list(&Default::default()).await.unwrap().items.len(), 8);
-    assert!(context.most_in_flight.load(Ordering::SeqCst) <= 3, "bounded concurrency");
+    assert_eq!(
+        secrets.list(&Default::default()).await.unwrap().items.len(),
+        8
+    );
+    assert!(
+        context.most_in_flight.load(Ordering::SeqCst) <= 3,
+        "bounded concurrency"
+    );
 
     // A change to an owned object reconciles its owner again.
     let before = context.reconciled.lock().unwrap()["cm-3"];
     let mut secret = secrets.get("cm-3").await.unwrap();
     secret.labels_mut().insert("touched".into(), "yes".into());
-    secrets.replace("cm-3", &PostParams::default(), &secret).await.unwrap();
+    secrets
+        .replace("cm-3", &PostParams::default(), &secret)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(context.reconciled.lock().unwrap()["cm-3"] > before);
 
     let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), running).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -117,8 +138,14 @@ async fn errors_are_retried_with_back_off_and_requeues_come_back() {
     let client = Client::new(MemoryStore::new());
     client.bootstrap().await.unwrap();
     let config_maps: Api<ConfigMap> = Api::namespaced(client, "default");
-    config_maps.create(&PostParams::default(), &config_map("flaky")).await.unwrap();
-    config_maps.create(&PostParams::default(), &config_map("periodic")).await.unwrap();
+    config_maps
+        .create(&PostParams::default(), &config_map("flaky"))
+        .await
+        .unwrap();
+    config_maps
+        .create(&PostParams::default(), &config_map("periodic"))
+        .await
+        .unwrap();
     let attempts: Arc<Mutex<BTreeMap<String, Vec<tokio::time::Instant>>>> = Arc::default();
     let controller = Controller::new(config_maps, WatcherConfig::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -153,7 +180,10 @@ async fn errors_are_retried_with_back_off_and_requeues_come_back() {
     let flaky = &attempts["flaky"];
     assert_eq!(flaky.len(), 4, "three failures, then success, then quiet");
     let gaps: Vec<Duration> = flaky.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "back-off grows: {gaps:?}");
+    assert!(
+        gaps.windows(2).all(|w| w[1] >= w[0]),
+        "back-off grows: {gaps:?}"
+    );
     let periodic = &attempts["periodic"];
     assert_eq!(periodic.len(), 4, "at 0, 60, 120 and 180 seconds");
 }

@@ -48,7 +48,12 @@ async fn the_watcher_lists_in_pages_then_watches() {
     client.bootstrap().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     for i in 0..12 {
-        api.create(&PostParams::default(), &config_map(&format!("cm-{i:02}"), "0")).await.unwrap();
+        api.create(
+            &PostParams::default(),
+            &config_map(&format!("cm-{i:02}"), "0"),
+        )
+        .await
+        .unwrap();
     }
     let config = WatcherConfig {
         page_size: 5,
@@ -65,7 +70,9 @@ async fn the_watcher_lists_in_pages_then_watches() {
         }
     }
     assert_eq!(initial, 12);
-    api.create(&PostParams::default(), &config_map("new", "1")).await.unwrap();
+    api.create(&PostParams::default(), &config_map("new", "1"))
+        .await
+        .unwrap();
     match events.next().await.unwrap().unwrap() {
         WatcherEvent::Apply(object) => assert_eq!(object.name_any(), "new"),
         other => panic!("unexpected {other:?}"),
@@ -83,10 +90,15 @@ async fn a_relisting_informer_recovers_from_compaction() {
     client.bootstrap().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..5 {
-        api.create(&PostParams::default(), &config_map(&format!("cm-{i}"), "0")).await.unwrap();
+        api.create(&PostParams::default(), &config_map(&format!("cm-{i}"), "0"))
+            .await
+            .unwrap();
     }
     let (reader, writer) = reflector::store::<ConfigMap>();
-    let mut events = Box::pin(reflector::reflector(writer, watcher(api.clone(), WatcherConfig::default())));
+    let mut events = Box::pin(reflector::reflector(
+        writer,
+        watcher(api.clone(), WatcherConfig::default()),
+    ));
     // The first list.
     while !matches!(events.next().await, Some(Ok(WatcherEvent::InitDone))) {}
     assert!(reader.is_ready());
@@ -96,10 +108,14 @@ async fn a_relisting_informer_recovers_from_compaction() {
     for i in 0..5 {
         let mut object = api.get(&format!("cm-{i}")).await.unwrap();
         object.data = Some([("value".to_owned(), "1".to_owned())].into());
-        api.replace(&format!("cm-{i}"), &PostParams::default(), &object).await.unwrap();
+        api.replace(&format!("cm-{i}"), &PostParams::default(), &object)
+            .await
+            .unwrap();
     }
     api.delete("cm-0", &DeleteParams::default()).await.unwrap();
-    api.create(&PostParams::default(), &config_map("late", "2")).await.unwrap();
+    api.create(&PostParams::default(), &config_map("late", "2"))
+        .await
+        .unwrap();
     let revision = client.store().current_revision().await.unwrap();
     client.store().compact(revision).await.unwrap();
 

@@ -46,7 +46,7 @@ async fn a_thousand_watchers_see_identical_gap_free_events() {
         let store = Arc::clone(&store);
         tokio::spawn(async move {
             let key = |index: usize| format!("{PREFIX}ns-{}/pod-{index}", index % 4);
-            let mut live = vec![false; KEYS];
+            let mut live = [false; KEYS];
             let mut expected = Vec::new();
             for write in 0..WRITES {
                 if write % OTHER_EVERY == 0 {

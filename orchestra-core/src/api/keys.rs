@@ -51,12 +51,21 @@ mod tests {
     #[test]
     fn keys_follow_the_layout() {
         let pods = ApiResource::new("", "v1", "Pod", None, true);
-        assert_eq!(object_key(&pods, Some("shop"), "web"), "/registry/core/pods/shop/web");
-        assert_eq!(collection_prefix(&pods, Some("shop")), "/registry/core/pods/shop/");
+        assert_eq!(
+            object_key(&pods, Some("shop"), "web"),
+            "/registry/core/pods/shop/web"
+        );
+        assert_eq!(
+            collection_prefix(&pods, Some("shop")),
+            "/registry/core/pods/shop/"
+        );
         assert_eq!(collection_prefix(&pods, None), "/registry/core/pods/");
         let deployments = ApiResource::new("apps", "v1", "Deployment", None, true);
         assert_eq!(resource_prefix(&deployments), "/registry/apps/deployments/");
         let nodes = ApiResource::new("", "v1", "Node", None, false);
-        assert_eq!(object_key(&nodes, Some("ignored"), "n1"), "/registry/core/nodes/n1");
+        assert_eq!(
+            object_key(&nodes, Some("ignored"), "n1"),
+            "/registry/core/nodes/n1"
+        );
     }
 }

@@ -82,8 +82,7 @@ pub use client::{
     Subresource,
 };
 pub use params::{
-    DeleteParams, ListParams, PatchParams, PostParams, PropagationPolicy, VersionMatch,
-    WatchParams,
+    DeleteParams, ListParams, PatchParams, PostParams, PropagationPolicy, VersionMatch, WatchParams,
 };
 pub use watch::WatchEvent;
 
@@ -126,7 +125,7 @@ fn to_dynamic<K: Serialize>(object: &K) -> Result<DynamicObject, StatusError> {
 
 fn from_dynamic<K: DeserializeOwned>(object: DynamicObject) -> Result<K, StatusError> {
     object
-        .try_parse()
+        .into_typed()
         .map_err(|error| StatusError::internal(format!("cannot decode the object: {error}")))
 }
 
@@ -222,18 +221,9 @@ where
 
     /// Lists objects.
     pub async fn list(&self, params: &ListParams) -> Result<ObjectList<K>, StatusError> {
-        let list = self
-            .client
-            .list(&self.resource, self.namespace.as_deref(), params)
-            .await?;
-        Ok(ObjectList {
-            metadata: list.metadata,
-            items: list
-                .items
-                .into_iter()
-                .map(from_dynamic)
-                .collect::<Result<_, _>>()?,
-        })
+        self.client
+            .list_typed(&self.resource, self.namespace.as_deref(), params)
+            .await
     }
 
     /// Replaces an object (its status is left alone when the kind has a status subresource).
@@ -379,7 +369,13 @@ where
         scale: &Scale,
     ) -> Result<Scale, StatusError> {
         self.client
-            .replace_scale(&self.resource, self.namespace.as_deref(), name, scale, params)
+            .replace_scale(
+                &self.resource,
+                self.namespace.as_deref(),
+                name,
+                scale,
+                params,
+            )
             .await
     }
 }

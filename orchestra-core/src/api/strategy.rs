@@ -38,7 +38,10 @@ pub(crate) fn prepare_for_create(
     };
     if is(resource, "", "Pod") {
         let qos = pod_qos_class(data.get("spec"));
-        data.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
+        data.insert(
+            "status".into(),
+            json!({"phase": "Pending", "qosClass": qos}),
+        );
     } else if is(resource, "", "Namespace") {
         if let Some(spec) = ensure_object(data.entry("spec").or_insert_with(|| json!({}))) {
             let finalizers = spec.entry("finalizers").or_insert_with(|| json!([]));
@@ -71,8 +74,12 @@ pub(crate) fn pod_qos_class(spec: Option<&Value>) -> &'static str {
     let mut guaranteed = !containers.is_empty();
     for container in containers {
         let resources = container.get("resources");
-        let requests = resources.and_then(|r| r.get("requests")).and_then(Value::as_object);
-        let limits = resources.and_then(|r| r.get("limits")).and_then(Value::as_object);
+        let requests = resources
+            .and_then(|r| r.get("requests"))
+            .and_then(Value::as_object);
+        let limits = resources
+            .and_then(|r| r.get("limits"))
+            .and_then(Value::as_object);
         for list in [requests, limits].into_iter().flatten() {
             if list.keys().any(|name| name == "cpu" || name == "memory") {
                 any = true;
@@ -142,7 +149,11 @@ pub(crate) fn validate_update(
         }
     };
     if is(resource, "apps", "Deployment") || is(resource, "apps", "ReplicaSet") {
-        immutable(&mut errors, "/spec/selector", Path::new("spec").child("selector"));
+        immutable(
+            &mut errors,
+            "/spec/selector",
+            Path::new("spec").child("selector"),
+        );
     }
     if is(resource, "", "Pod") {
         validate_pod_update(new, old, &mut errors);
@@ -161,7 +172,11 @@ pub(crate) fn validate_update(
     if is(resource, "", "Node") {
         let before = old.data.pointer("/spec/podCIDR").and_then(Value::as_str);
         if before.is_some_and(|cidr| !cidr.is_empty()) {
-            immutable(&mut errors, "/spec/podCIDR", Path::new("spec").child("podCIDR"));
+            immutable(
+                &mut errors,
+                "/spec/podCIDR",
+                Path::new("spec").child("podCIDR"),
+            );
         }
     }
     if (is(resource, "", "Secret") || is(resource, "", "ConfigMap"))
@@ -300,8 +315,12 @@ mod tests {
 
     #[test]
     fn quality_of_service_classes() {
-        assert_eq!(pod_qos_class(Some(&json!({"containers": [{"name": "a"}]}))), "BestEffort");
-        let guaranteed = json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
+        assert_eq!(
+            pod_qos_class(Some(&json!({"containers": [{"name": "a"}]}))),
+            "BestEffort"
+        );
+        let guaranteed =
+            json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
         assert_eq!(pod_qos_class(Some(&guaranteed)), "Guaranteed");
         let burstable = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
         assert_eq!(pod_qos_class(Some(&burstable)), "Burstable");

@@ -321,8 +321,8 @@ pub enum PatchError {
 
 impl PatchError {
     /// The HTTP status Kubernetes answers this error with: 415 for a format it does not take, 413
-    /// for a patch too large, 422 for a JSON patch operation that fails or a result too deep, 400
-    /// otherwise.
+    /// for a patch too large, 422 for a JSON patch operation that fails, a value too deep or a
+    /// strategic merge list of lists, 400 for the other malformed patches.
     ///
     /// # Examples
     ///
@@ -342,8 +342,7 @@ impl PatchError {
             PatchError::TooManyOperations { .. } | PatchError::TooLarge { .. } => 413,
             PatchError::JsonPatch { .. } | PatchError::TooDeep { .. } => 422,
             PatchError::StrategicMerge { failure, .. } => match failure {
-                StrategicMergeFailure::ListOfLists
-                | StrategicMergeFailure::NotInRetainKeys { .. } => 422,
+                StrategicMergeFailure::ListOfLists => 422,
                 _ => 400,
             },
             PatchError::InvalidPatch { .. } => 400,

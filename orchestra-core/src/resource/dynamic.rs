@@ -67,9 +67,63 @@ impl DynamicObject {
         }
     }
 
+    /// An object from its JSON fields: `apiVersion` and `kind` (both strings) become
+    /// [`DynamicObject::types`], `metadata` the metadata, the rest the data. Faster than
+    /// deserializing through serde's field flattening, for hot paths such as reading stored
+    /// objects.
+    pub fn from_json_map(
+        mut fields: serde_json::Map<String, Value>,
+    ) -> Result<DynamicObject, ParseDynamicObjectError> {
+        let types = match (fields.get("apiVersion"), fields.get("kind")) {
+            (Some(Value::String(api_version)), Some(Value::String(kind))) => {
+                let types = TypeMeta {
+                    api_version: api_version.clone(),
+                    kind: kind.clone(),
+                };
+                fields.remove("apiVersion");
+                fields.remove("kind");
+                Some(types)
+            }
+            _ => None,
+        };
+        let metadata = match fields.remove("metadata") {
+            Some(metadata) => ObjectMeta::deserialize(metadata)?,
+            None => ObjectMeta::default(),
+        };
+        Ok(DynamicObject {
+            types,
+            metadata,
+            data: Value::Object(fields),
+        })
+    }
+
     /// The object as the typed kind `K`.
     pub fn try_parse<K: DeserializeOwned>(&self) -> Result<K, ParseDynamicObjectError> {
-        Ok(serde_json::from_value(serde_json::to_value(self)?)?)
+        self.clone().into_typed()
+    }
+
+    /// The object as the typed kind `K`, consuming it (no copy of its data).
+    pub fn into_typed<K: DeserializeOwned>(self) -> Result<K, ParseDynamicObjectError> {
+        Ok(K::deserialize(self.into_value()?)?)
+    }
+
+    /// The object as one JSON value, consuming it.
+    pub fn into_value(self) -> Result<Value, ParseDynamicObjectError> {
+        let mut fields = match self.data {
+            Value::Object(fields) => fields,
+            Value::Null => serde_json::Map::new(),
+            other => {
+                let mut fields = serde_json::Map::new();
+                fields.insert("data".into(), other);
+                fields
+            }
+        };
+        if let Some(types) = self.types {
+            fields.insert("apiVersion".into(), Value::String(types.api_version));
+            fields.insert("kind".into(), Value::String(types.kind));
+        }
+        fields.insert("metadata".into(), serde_json::to_value(self.metadata)?);
+        Ok(Value::Object(fields))
     }
 
     /// A typed object as a dynamic one.

@@ -60,9 +60,9 @@ fn keys_of<T: Resource>(
     map: &(dyn Fn(&T) -> Vec<ObjectRef> + Send + Sync),
 ) -> Vec<ObjectRef> {
     match event {
-        WatcherEvent::InitApply(object) | WatcherEvent::Apply(object) | WatcherEvent::Delete(object) => {
-            map(object)
-        }
+        WatcherEvent::InitApply(object)
+        | WatcherEvent::Apply(object)
+        | WatcherEvent::Delete(object) => map(object),
         WatcherEvent::Init | WatcherEvent::InitDone => Vec::new(),
     }
 }

@@ -102,9 +102,17 @@ impl WatcherConfig {
 
 enum Phase<K> {
     Empty,
-    Initializing { continue_token: Option<String>, version: Option<String> },
-    Resuming { version: String },
-    Watching { version: String, events: BoxStream<'static, WatchEvent<K>> },
+    Initializing {
+        continue_token: Option<String>,
+        version: Option<String>,
+    },
+    Resuming {
+        version: String,
+    },
+    Watching {
+        version: String,
+        events: BoxStream<'static, WatchEvent<K>>,
+    },
 }
 
 struct State<K: Resource> {
@@ -176,12 +184,12 @@ where
                     match self.api.list(&params).await {
                         Ok(list) => {
                             let next = list.continue_token().map(str::to_owned);
-                            let list_version = list
-                                .resource_version()
-                                .map(str::to_owned)
-                                .or(version);
+                            let list_version =
+                                list.resource_version().map(str::to_owned).or(version);
                             self.pending.extend(
-                                list.items.into_iter().map(|object| Ok(WatcherEvent::InitApply(object))),
+                                list.items
+                                    .into_iter()
+                                    .map(|object| Ok(WatcherEvent::InitApply(object))),
                             );
                             match next {
                                 Some(token) => {
@@ -293,9 +301,11 @@ where
 {
     stream.filter_map(|event| async move {
         match event {
-            Ok(WatcherEvent::InitApply(object) | WatcherEvent::Apply(object) | WatcherEvent::Delete(object)) => {
-                Some(Ok(object))
-            }
+            Ok(
+                WatcherEvent::InitApply(object)
+                | WatcherEvent::Apply(object)
+                | WatcherEvent::Delete(object),
+            ) => Some(Ok(object)),
             Ok(WatcherEvent::Init | WatcherEvent::InitDone) => None,
             Err(error) => Some(Err(error)),
         }

@@ -1,51 +1,4 @@
-//! The in-memory reference store: [`MemoryStore`].
-//!
-//! `MemoryStore` keeps the whole history of every key in memory, as etcd's MVCC layer does, and
-//! serves the [`Store`] contract from it. It is the store of unit tests and simulations, and the
-//! reference the durable backends are measured against; it is sized for a control plane of
-//! 150,000 objects, thousands of writes per second and a thousand open watches.
-//!
-//! # Design
-//!
-//! One [`RwLock`] guards the state; no call holds it across an `.await`, and every call is over
-//! once it returns (none waits on I/O). Reads (ranges, watch polls) share the lock; writes
-//! (transactions, lease calls, compaction) take it alone, briefly.
-//!
-//! - **Keys.** A `BTreeMap` from key to its *history*: every version the key had since the last
-//!   compaction, in revision order, each with its create and mod revision, version, lease and
-//!   value, a deletion being a tombstone version. A read now takes each key's last version; a read
-//!   at revision `r` takes the last version at or before `r` (a binary search). Values are
-//!   [`Bytes`], so a read shares them rather than copying.
-//! - **Writes.** A transaction evaluates its compares against the current state, checks the branch
-//!   that runs (leases exist, read revisions are retained), then applies its operations at the
-//!   next revision. Only a transaction that changes something (a put, or a delete that found a
-//!   key) takes a revision, as in etcd; a range inside a transaction sees the writes of the
-//!   operations before it, as in etcd.
-//! - **The event log.** Each revision's events are kept, in order, in one shared log (a
-//!   `VecDeque` indexed by revision) until compaction drops them. Watches buffer nothing of their
-//!   own: a watch stream is a cursor (the next revision it owes) and a key range. When it is
-//!   polled it reads, under the shared lock, the log entries from its cursor on (cloning `Arc`s,
-//!   never events), then filters them outside the lock and answers with every matching event of
-//!   one or more *whole* revisions. Writers wake the waiting streams through a
-//!   [`tokio::sync::watch`] channel carrying the revision. So a thousand watchers cost a thousand
-//!   cursors, every watcher of the same keys sees the same events, and a dropped stream leaves
-//!   nothing behind. A stream whose cursor falls behind the compaction revision yields
-//!   [`StoreError::Compacted`] and ends.
-//! - **Compaction** to revision `c` drops the log entries before `c` and, for the keys those
-//!   entries touched, every version superseded at `c` (a key deleted at or before `c` goes
-//!   altogether). Its cost is that of the history it drops, not of the whole key space.
-//! - **Leases** have a deadline measured with [`tokio::time::Instant`] (so paused tokio time drives
-//!   them in tests). The store spawns no task (the house rule: library code never spawns a task it
-//!   does not hand back). Instead, expiry happens lazily but on time:
-//!   1. every store call first expires the leases whose deadline has passed, and
-//!   2. every open watch stream, while it waits, also sleeps until the earliest lease deadline
-//!      (published to the streams through a second `watch` channel) and then expires the due
-//!      leases itself,
-//!
-//!   so an expiry is observable at its deadline through any call or any open watch, even when
-//!   no one calls the store. Expiring a lease has the effect of revoking it: the keys attached to
-//!   it are deleted, at one new revision per lease (leases that expire together are expired one
-//!   after another, in deadline order), and a lease with no keys left takes no revision.
+//! The in-memory reference store: [`MemoryStore`] (its documentation tells the design).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -74,10 +27,10 @@ const MAX_ENTRIES_PER_POLL: usize = 1024;
 /// The in-memory reference [`Store`]: etcd's semantics (revisions, MVCC history, transactions,
 /// watches, leases, compaction) with no durability.
 ///
-/// See the [module documentation](self) for the design. In short: every key keeps its versions
-/// since the last compaction; every revision's events stay in one shared log that each watch
-/// stream reads with its own cursor; leases expire at their deadline, through whichever comes
-/// first of any store call or any open watch stream, since the store spawns no task.
+/// `MemoryStore` keeps the whole history of every key in memory, as etcd's MVCC layer does, and
+/// serves the [`Store`] contract from it. It is the store of unit tests and simulations, and the
+/// reference the durable backends are measured against; it is sized for a control plane of
+/// 150,000 objects, thousands of writes per second and a thousand open watches.
 ///
 /// A fresh store is at revision 1 and its first write is revision 2, as in etcd. Reads and
 /// watches at a revision before the last compaction fail with [`StoreError::Compacted`], after
@@ -87,6 +40,51 @@ const MAX_ENTRIES_PER_POLL: usize = 1024;
 ///
 /// Watch streams need a tokio runtime with its timer enabled (they sleep until lease deadlines
 /// and progress notifications).
+///
+/// # Design
+///
+/// One [`RwLock`] guards the state; no call holds it across an `.await`, and every call is over
+/// once it returns (none waits on I/O). Reads (ranges, watch polls) share the lock; writes
+/// (transactions, lease calls, compaction) take it alone, briefly.
+///
+/// - **Keys.** A `BTreeMap` from key to its *history*: every version the key had since the last
+///   compaction, each with its create and mod revision, version, lease and value, a deletion being
+///   a tombstone version. The last version sits inline in the map and the older ones in a vector
+///   beside it, so a read of the present (or a count) walks the map's nodes only, and a read at
+///   revision `r` looks further (a binary search) only for keys changed after `r`. Values are
+///   [`Bytes`], so a read shares them rather than copying.
+/// - **Writes.** A transaction evaluates its compares against the current state, checks the branch
+///   that runs (leases exist, read revisions are retained), then applies its operations at the
+///   next revision. Only a transaction that changes something (a put, or a delete that found a
+///   key) takes a revision, as in etcd; a range inside a transaction sees the writes of the
+///   operations before it, as in etcd.
+/// - **The event log.** Each revision's events are kept, in order, in one shared log (a
+///   `VecDeque` indexed by revision) until compaction drops them. Watches buffer nothing of their
+///   own: a watch stream is a cursor (the next revision it owes) and a key range. When it is
+///   polled it reads, under the shared lock, the log entries from its cursor on (cloning `Arc`s,
+///   never events), then filters them outside the lock and answers with every matching event of
+///   one or more *whole* revisions (about a thousand events at most, unless one revision has
+///   more). Writers wake the waiting streams through a
+///   [`tokio::sync::watch`] channel carrying the revision. So a thousand watchers cost a thousand
+///   cursors, every watcher of the same keys sees the same events, and a dropped stream leaves
+///   nothing behind. A stream whose cursor falls behind the compaction revision yields
+///   [`StoreError::Compacted`] and ends. History (key versions and the log) is kept until a
+///   compaction, as in etcd: a long-running control plane compacts periodically.
+/// - **Compaction** to revision `c` drops the log entries before `c` and, for the keys those
+///   entries touched, every version superseded at `c` (a key deleted at or before `c` goes
+///   altogether). Its cost is that of the history it drops, not of the whole key space.
+/// - **Leases** have a deadline measured with [`tokio::time::Instant`] (so paused tokio time drives
+///   them in tests). The store spawns no task (the house rule: library code never spawns a task it
+///   does not hand back). Instead, expiry happens lazily but on time:
+///   1. every store call first expires the leases whose deadline has passed, and
+///   2. every open watch stream, while it waits, also sleeps until the earliest lease deadline
+///      (published to the streams through a second `watch` channel) and then expires the due
+///      leases itself,
+///
+///   so an expiry is observable at its deadline through any call or any open watch, even when
+///   no one calls the store. Expiring a lease has the effect of revoking it: the keys attached to
+///   it are deleted, at one new revision per lease (leases that expire together are expired one
+///   after another, in deadline order), and a lease with no keys left takes no revision.
 ///
 /// # Examples
 ///
@@ -414,7 +412,7 @@ struct State {
     /// The last compaction's revision (0: none yet).
     compacted: Revision,
     /// Every key's history since the last compaction.
-    keys: BTreeMap<String, Vec<Version>>,
+    keys: BTreeMap<String, History>,
     /// The events of every revision since the last compaction, in revision order, one entry per
     /// revision (every revision after 1 has events).
     log: VecDeque<Arc<LogEntry>>,
@@ -463,35 +461,95 @@ struct LeaseState {
     keys: BTreeSet<String>,
 }
 
-/// The version of a key that is live at `at` (`None`: now), if any.
-fn live_at(history: &[Version], at: Option<Revision>) -> Option<&Version> {
-    let version = match at {
-        None => history.last(),
-        Some(revision) => {
-            let after = history.partition_point(|version| version.mod_revision <= revision);
-            after.checked_sub(1).and_then(|index| history.get(index))
+/// A key's versions since the last compaction. The last one is kept inline in the map, so that
+/// reads of the present (and counts) never leave the map's nodes.
+struct History {
+    latest: Version,
+    /// The versions before `latest`, in revision order.
+    older: Vec<Version>,
+}
+
+impl History {
+    fn new(first: Version) -> History {
+        History {
+            latest: first,
+            older: Vec::new(),
         }
-    }?;
-    version.value.is_some().then_some(version)
+    }
+
+    /// The version live at `at` (`None`: now), if the key existed then.
+    fn at(&self, at: Option<Revision>) -> Option<&Version> {
+        let version = match at {
+            Some(revision) if revision < self.latest.mod_revision => {
+                let after = self
+                    .older
+                    .partition_point(|version| version.mod_revision <= revision);
+                after
+                    .checked_sub(1)
+                    .and_then(|index| self.older.get(index))?
+            }
+            _ => &self.latest,
+        };
+        version.value.is_some().then_some(version)
+    }
+
+    fn live(&self) -> Option<&Version> {
+        self.at(None)
+    }
+
+    fn push(&mut self, version: Version) {
+        let previous = std::mem::replace(&mut self.latest, version);
+        self.older.push(previous);
+    }
+
+    /// Drops the versions superseded at `revision` (keeping the one live then, unless it is a
+    /// deletion); whether nothing is left.
+    fn compact(&mut self, revision: Revision) -> bool {
+        if self.latest.mod_revision <= revision {
+            self.older = Vec::new();
+            return self.latest.value.is_none();
+        }
+        let after = self
+            .older
+            .partition_point(|version| version.mod_revision <= revision);
+        let superseded = match after.checked_sub(1).and_then(|index| self.older.get(index)) {
+            None => 0,
+            Some(version) if version.value.is_none() => after,
+            Some(_) => after - 1,
+        };
+        self.older.drain(..superseded);
+        false
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.older.len() + 1
+    }
 }
 
 impl State {
     /// The keys of `range` and their histories, in key order.
-    fn entries<'a>(
-        &'a self,
-        range: &'a KeyRange,
-    ) -> impl Iterator<Item = (&'a String, &'a Vec<Version>)> + 'a {
+    fn entries(&self, range: &KeyRange) -> impl Iterator<Item = (&String, &History)> {
+        let prefix_end = match range {
+            KeyRange::Prefix(prefix) => prefix_end(prefix),
+            KeyRange::Key(_) | KeyRange::Range { .. } => None,
+        };
         let bounds: Option<(Bound<&str>, Bound<&str>)> = match range {
             KeyRange::Key(key) => Some((Bound::Included(key), Bound::Included(key))),
-            KeyRange::Prefix(prefix) => Some((Bound::Included(prefix), Bound::Unbounded)),
+            KeyRange::Prefix(prefix) => Some((
+                Bound::Included(prefix),
+                prefix_end
+                    .as_deref()
+                    .map_or(Bound::Unbounded, Bound::Excluded),
+            )),
             KeyRange::Range { start, end } => {
                 (start < end).then_some((Bound::Included(start.as_str()), Bound::Excluded(end)))
             }
         };
         bounds
+            .map(|bounds| self.keys.range::<str, _>(bounds))
             .into_iter()
-            .flat_map(move |bounds| self.keys.range::<str, _>(bounds))
-            .take_while(move |(key, _)| range.contains(key))
+            .flatten()
     }
 
     fn lease_due(&self, now: Instant) -> bool {
@@ -527,7 +585,7 @@ impl State {
         let mut kvs = Vec::new();
         let mut count = 0;
         for (key, history) in self.entries(&request.range) {
-            if let Some(version) = live_at(history, at) {
+            if let Some(version) = history.at(at) {
                 if count < limit {
                     kvs.extend(version.key_value(key));
                 }
@@ -545,10 +603,7 @@ impl State {
     /// Whether a compare holds now (etcd's rules: a missing key has revisions, version and lease
     /// 0, and a compare of its value never holds).
     fn compare(&self, compare: &Compare) -> bool {
-        let live = self
-            .keys
-            .get(&compare.key)
-            .and_then(|history| live_at(history, None));
+        let live = self.keys.get(&compare.key).and_then(History::live);
         let ordering = match (&compare.target, live) {
             (CompareTarget::Value(_), None) => return false,
             (CompareTarget::Value(target), Some(version)) => version
@@ -634,19 +689,28 @@ impl State {
         lease: Option<LeaseId>,
         events: &mut Vec<Event>,
     ) -> Option<KeyValue> {
-        let history = self.keys.entry(key.clone()).or_default();
-        let prev = history.last().and_then(|version| version.key_value(&key));
+        let history = self.keys.get_mut(&key);
+        let prev = history
+            .as_ref()
+            .and_then(|history| history.live())
+            .and_then(|version| version.key_value(&key));
         let (create_revision, version) = match &prev {
             Some(prev) => (prev.create_revision, prev.version + 1),
             None => (revision, 1),
         };
-        history.push(Version {
+        let new = Version {
             mod_revision: revision,
             create_revision,
             version,
             lease,
             value: Some(value.clone()),
-        });
+        };
+        match history {
+            Some(history) => history.push(new),
+            None => {
+                self.keys.insert(key.clone(), History::new(new));
+            }
+        }
         let old_lease = prev.as_ref().and_then(|prev| prev.lease);
         if old_lease != lease {
             if let Some(old) = old_lease.and_then(|id| self.leases.get_mut(&id)) {
@@ -680,7 +744,7 @@ impl State {
     ) -> Vec<KeyValue> {
         let deleted: Vec<KeyValue> = self
             .entries(range)
-            .filter_map(|(key, history)| history.last().and_then(|version| version.key_value(key)))
+            .filter_map(|(key, history)| history.live().and_then(|version| version.key_value(key)))
             .collect();
         for prev in &deleted {
             if let Some(history) = self.keys.get_mut(&prev.key) {
@@ -778,18 +842,11 @@ impl State {
             .flat_map(|entry| entry.events.iter().map(|event| event.kv.key.as_str()))
             .collect();
         for key in touched {
-            let Some(history) = self.keys.get_mut(key) else {
-                continue;
-            };
-            // Keep the version live at `revision` (unless it is a deletion) and every later one.
-            let after = history.partition_point(|version| version.mod_revision <= revision);
-            let superseded = match after.checked_sub(1).and_then(|index| history.get(index)) {
-                None => 0,
-                Some(version) if version.value.is_none() => after,
-                Some(_) => after - 1,
-            };
-            history.drain(..superseded);
-            if history.is_empty() {
+            if self
+                .keys
+                .get_mut(key)
+                .is_some_and(|history| history.compact(revision))
+            {
                 self.keys.remove(key);
             }
         }
@@ -841,7 +898,10 @@ impl Watcher {
                 }
                 Polled::CaughtUp(revision) => revision,
             };
-            let progress_at = self.progress.map(|every| self.last_sent + every);
+            // An interval too long to add to an instant never comes.
+            let progress_at = self
+                .progress
+                .and_then(|every| self.last_sent.checked_add(every));
             if progress_at.is_some_and(|at| at <= Instant::now()) {
                 self.last_sent = Instant::now();
                 return Some(Ok(WatchResponse {
@@ -947,6 +1007,24 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// The first key after every key that starts with `prefix` (`None`: there is none, as for the
+/// empty prefix). Keys order by their UTF-8 bytes, which is the order of their characters, so
+/// this is `prefix` with its last character made the next one (dropping trailing `char::MAX`).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            last => char::from_u32(u32::from(last) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 fn invalid(message: &str) -> StoreError {
@@ -1059,6 +1137,43 @@ mod tests {
     }
 
     #[test]
+    fn prefixes_end_after_their_keys() {
+        assert_eq!(
+            prefix_end("/registry/pods/"),
+            Some("/registry/pods0".into())
+        );
+        assert_eq!(prefix_end("a"), Some("b".into()));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("a\u{10FFFF}"), Some("b".into()));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        assert_eq!(prefix_end("x\u{D7FF}"), Some("x\u{E000}".into()));
+        for (prefix, inside, outside) in [
+            ("a", "a\u{10FFFF}\u{10FFFF}", "b"),
+            ("ab", "ab\u{0}", "ac"),
+            ("\u{7F}", "\u{7F}\u{10FFFF}", "\u{80}"),
+        ] {
+            let end = prefix_end(prefix).unwrap();
+            assert!(inside.starts_with(prefix) && inside < end.as_str());
+            assert!(!outside.starts_with(prefix) && outside >= end.as_str());
+        }
+    }
+
+    #[tokio::test]
+    async fn prefix_reads_stop_at_the_prefix() {
+        let store = MemoryStore::new();
+        for key in ["a", "a/", "a/\u{10FFFF}", "a0", "a/x", "b"] {
+            store.put(key, Bytes::new()).await.unwrap();
+        }
+        let keys = |response: RangeResponse| -> Vec<String> {
+            response.kvs.into_iter().map(|kv| kv.key).collect()
+        };
+        let slash = store.range(RangeRequest::prefix("a/")).await.unwrap();
+        assert_eq!(keys(slash), ["a/", "a/x", "a/\u{10FFFF}"]);
+        let all = store.range(RangeRequest::prefix("")).await.unwrap();
+        assert_eq!(all.count, 6);
+    }
+
+    #[test]
     fn branches_write_each_key_once() {
         let put = |k: &str| Op::put(k, "v");
         let delete = |range: KeyRange| Op::Delete(range);
@@ -1140,12 +1255,12 @@ mod tests {
         store.compact(5).await.unwrap();
         {
             let state = store.shared.read();
-            assert_eq!(state.keys.get("a").map(Vec::len), Some(1));
+            assert_eq!(state.keys.get("a").map(History::len), Some(1));
             assert!(
                 !state.keys.contains_key("b"),
                 "deleted before the compaction"
             );
-            assert_eq!(state.keys.get("c").map(Vec::len), Some(1));
+            assert_eq!(state.keys.get("c").map(History::len), Some(1));
             assert_eq!(state.log.len(), 2);
         }
         let a = store.get("a").await.unwrap().unwrap();
@@ -1217,7 +1332,7 @@ mod tests {
             let state = store.shared.state.read().unwrap();
             (
                 state.revision,
-                state.keys.get("k").and_then(|h| live_at(h, None)).is_some(),
+                state.keys.get("k").and_then(History::live).is_some(),
             )
         };
         assert_eq!(raw(&store), (3, false), "the watcher expired the lease");
@@ -1263,6 +1378,30 @@ mod tests {
                 Err(StoreError::LeaseNotFound(id))
             );
         }
+    }
+
+    /// Durations too long to add to an instant are refused or never come; nothing panics.
+    #[tokio::test(start_paused = true)]
+    async fn endless_durations_do_not_overflow() {
+        let store = MemoryStore::new();
+        assert!(matches!(
+            store.lease_grant(Duration::MAX).await,
+            Err(StoreError::InvalidRequest(_))
+        ));
+        let mut stream = store
+            .watch(WatchRequest::new(prefix("")).progress(Duration::MAX))
+            .await
+            .unwrap();
+        store.put("k", Bytes::new()).await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap().revision, 2);
+        let idle = tokio::time::timeout(Duration::from_secs(3600), stream.next()).await;
+        assert!(idle.is_err(), "no progress notification ever");
+        assert!(matches!(
+            store
+                .watch(WatchRequest::new(prefix("")).progress(Duration::ZERO))
+                .await,
+            Err(StoreError::InvalidRequest(_))
+        ));
     }
 
     #[tokio::test]

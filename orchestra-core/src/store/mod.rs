@@ -21,8 +21,8 @@
 //!
 //! # The contract
 //!
-//! Every backend keeps these promises; the conformance suite ([`testing`], feature `testing`)
-//! checks them:
+//! Every backend keeps these promises; the conformance suite (the module `store::testing`, behind
+//! the cargo feature `testing`) checks them:
 //!
 //! 1. A fresh store is at revision 1 and holds no key; the first write is revision 2.
 //! 2. Every successful write advances the revision by exactly one and is visible to every read

@@ -3,7 +3,7 @@
 //! A backend proves that it keeps the [contract](super#the-contract) by passing every case here.
 //! Run them all in one test with [`run_conformance`], or one `#[tokio::test]` per case with
 //! [`store_conformance_tests!`](crate::store_conformance_tests) (the better choice: a failure names
-//! its case, and the cases run in parallel):
+//! its case, and cases on stores of their own run in parallel):
 //!
 //! ```
 //! // tests/conformance.rs of a backend crate, whose dev-dependencies have tokio with the
@@ -157,7 +157,9 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@cases (start_paused = true) $make);
     };
     (real_time, $make:expr $(,)?) => {
-        $crate::store_conformance_tests!(@cases (flavor = "multi_thread", worker_threads = 2) $make);
+        $crate::store_conformance_tests!(
+            @cases (flavor = "multi_thread", worker_threads = 2) $make
+        );
     };
     (@cases $runtime:tt $make:expr) => {
         $crate::store_conformance_tests!(
@@ -340,8 +342,11 @@ fn check_response(response: &WatchResponse, last: Revision, what: &str) {
     );
 }
 
-/// Reads a watch until it has delivered revision `until`, checking each response with
-/// [`check_response`]; returns the events.
+/// Reads a watch until it has delivered revision `until` (within 10 s per response), checking
+/// what the contract promises of each response: events of whole revisions, in revision order,
+/// none repeated, the response's revision its last event's, and progress notifications without
+/// events at a revision no earlier than the last event's. Returns the events; panics, naming
+/// `what`, on a broken promise, an error, the end of the stream or a timeout.
 pub async fn collect_events(stream: &mut WatchStream, until: Revision, what: &str) -> Vec<Event> {
     let mut events = Vec::new();
     let mut last = 0;
@@ -1981,7 +1986,8 @@ fn model_range() -> impl Strategy<Value = ModelRange> {
 
 fn model_txn_op() -> impl Strategy<Value = ModelTxnOp> {
     prop_oneof![
-        3 => (0..MODEL_KEYS.len(), any::<u8>()).prop_map(|(key, value)| ModelTxnOp::Put(key, value)),
+        3 => (0..MODEL_KEYS.len(), any::<u8>())
+            .prop_map(|(key, value)| ModelTxnOp::Put(key, value)),
         1 => model_range().prop_map(ModelTxnOp::Delete),
         1 => model_range().prop_map(ModelTxnOp::Range),
     ]

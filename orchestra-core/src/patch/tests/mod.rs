@@ -2,6 +2,7 @@
 //! merge patch cases, and property tests.
 
 mod json_patch;
+mod limits;
 mod merge_patch;
 mod patch_type;
 mod properties;
