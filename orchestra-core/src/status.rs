@@ -132,8 +132,9 @@ pub struct StatusError {
     pub reason: StatusReason,
     /// Human-readable message.
     pub message: String,
-    /// The object concerned and the field causes, when there are any.
-    pub details: Option<StatusDetails>,
+    /// The object concerned and the field causes, when there are any (boxed: most errors have
+    /// none, and errors travel in `Result`s).
+    pub details: Option<Box<StatusDetails>>,
 }
 
 impl StatusError {
@@ -167,13 +168,13 @@ impl StatusError {
                 "{} {name:?} is invalid: {summary}",
                 resource.qualified_kind()
             ),
-            details: Some(StatusDetails {
+            details: Some(Box::new(StatusDetails {
                 group: Some(resource.group.clone()),
                 kind: Some(resource.kind.clone()),
                 name: Some(name.to_owned()),
                 causes: Some(errors.iter().map(cause).collect()),
                 ..StatusDetails::default()
-            }),
+            })),
         }
     }
 
@@ -252,9 +253,11 @@ impl StatusError {
     /// reports unknown fields this way).
     pub fn bad_request(message: impl Into<String>, errors: &[field::Error]) -> StatusError {
         StatusError {
-            details: (!errors.is_empty()).then(|| StatusDetails {
-                causes: Some(errors.iter().map(cause).collect()),
-                ..StatusDetails::default()
+            details: (!errors.is_empty()).then(|| {
+                Box::new(StatusDetails {
+                    causes: Some(errors.iter().map(cause).collect()),
+                    ..StatusDetails::default()
+                })
             }),
             ..StatusError::new(StatusReason::BadRequest, message)
         }
@@ -264,7 +267,7 @@ impl StatusError {
     pub fn to_status(&self) -> Status {
         Status {
             code: Some(i32::from(self.code)),
-            details: self.details.clone(),
+            details: self.details.as_deref().cloned(),
             message: Some(self.message.clone()),
             reason: Some(self.reason.as_str().to_owned()),
             status: Some("Failure".to_owned()),
@@ -273,13 +276,13 @@ impl StatusError {
     }
 }
 
-fn details(resource: &ApiResource, name: &str) -> StatusDetails {
-    StatusDetails {
+fn details(resource: &ApiResource, name: &str) -> Box<StatusDetails> {
+    Box::new(StatusDetails {
         group: Some(resource.group.clone()),
         kind: Some(resource.plural.clone()),
         name: Some(name.to_owned()),
         ..StatusDetails::default()
-    }
+    })
 }
 
 fn cause(error: &field::Error) -> StatusCause {

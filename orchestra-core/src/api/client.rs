@@ -1271,13 +1271,13 @@ impl Client {
                 revision,
                 compact_revision,
             }) => {
-                initial.push_back(WatchEvent::Error(
+                initial.push_back(WatchEvent::Error(Box::new(
                     StatusError::gone(format!(
                         "too old resource version: {} ({compact_revision})",
                         revision - 1
                     ))
                     .to_status(),
-                ));
+                )));
                 None
             }
             Err(error) => return Err(from_store(error)),
@@ -1437,7 +1437,7 @@ impl WatchState {
                         )),
                         other => from_store(other),
                     };
-                    return Some(WatchEvent::Error(status.to_status()));
+                    return Some(WatchEvent::Error(Box::new(status.to_status())));
                 }
                 Some(Ok(response)) => {
                     if response.progress {
@@ -1453,7 +1453,7 @@ impl WatchState {
                             Ok(None) => {}
                             Err(status) => {
                                 self.pending
-                                    .push_back(WatchEvent::Error(status.to_status()));
+                                    .push_back(WatchEvent::Error(Box::new(status.to_status())));
                                 self.stream = None;
                                 break;
                             }

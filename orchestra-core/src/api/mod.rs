@@ -349,7 +349,7 @@ where
             .map(|event| {
                 event
                     .try_map(from_dynamic::<K>)
-                    .unwrap_or_else(|error| WatchEvent::Error(error.to_status()))
+                    .unwrap_or_else(|error| WatchEvent::Error(Box::new(error.to_status())))
             })
             .boxed())
     }

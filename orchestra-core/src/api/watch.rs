@@ -15,7 +15,7 @@ pub enum WatchEvent<K> {
     /// Every change up to this resource version was delivered (only when asked for).
     Bookmark(String),
     /// The watch failed (410 Gone when its resource version was compacted) and ends.
-    Error(Status),
+    Error(Box<Status>),
 }
 
 impl<K> WatchEvent<K> {

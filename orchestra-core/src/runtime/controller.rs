@@ -32,6 +32,8 @@ use crate::api::Api;
 use crate::resource::{ApiResource, Resource};
 
 type Trigger = BoxStream<'static, Vec<ObjectRef>>;
+/// Turns an object of a watched kind into the keys of the objects to reconcile.
+type KeyMapper<T> = Arc<dyn Fn(&T) -> Vec<ObjectRef> + Send + Sync>;
 type Readiness = futures_util::future::BoxFuture<'static, ()>;
 
 /// Reconciles the objects of one kind: see the [module documentation](self).
@@ -71,7 +73,7 @@ fn keys_of<T: Resource>(
 fn cached_trigger<T>(
     api: Api<T>,
     config: WatcherConfig,
-    map: Arc<dyn Fn(&T) -> Vec<ObjectRef> + Send + Sync>,
+    map: KeyMapper<T>,
 ) -> (Reader<T>, Trigger, Readiness)
 where
     T: Resource + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -102,8 +104,7 @@ where
     /// A controller of the objects `api` sees.
     pub fn new(api: Api<K>, config: WatcherConfig) -> Controller<K> {
         let resource = api.resource().clone();
-        let map: Arc<dyn Fn(&K) -> Vec<ObjectRef> + Send + Sync> =
-            Arc::new(|object: &K| vec![ObjectRef::from_obj(object)]);
+        let map: KeyMapper<K> = Arc::new(|object: &K| vec![ObjectRef::from_obj(object)]);
         let (reader, trigger, readiness) = cached_trigger(api, config, map);
         Controller {
             resource,
