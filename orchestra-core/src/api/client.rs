@@ -452,7 +452,7 @@ impl Client {
         format!("{prefix}{suffix}")
     }
 
-    /// Creates an object (see the [module documentation](self)).
+    /// Creates an object (see the [`api` module documentation](crate::api)).
     pub async fn create(
         &self,
         resource: &ApiResource,
@@ -804,7 +804,7 @@ impl Client {
         })
     }
 
-    /// Replaces an object, or its status (see the [module documentation](self)). The object's
+    /// Replaces an object, or its status (see the [`api` module documentation](crate::api)). The object's
     /// `resourceVersion`, when set, must be the stored one (otherwise 409 Conflict); when unset the
     /// update applies to whatever is stored.
     pub async fn replace(

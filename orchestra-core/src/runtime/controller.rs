@@ -2,9 +2,9 @@
 //!
 //! A [`Controller`] reconciles the objects of one kind. It watches them (and, with
 //! [`Controller::owns`], the objects they own, and with [`Controller::watches`], anything else that
-//! should wake them), keeps every watched kind in a [reflector](super::reflector) cache, turns every
+//! should wake them), keeps every watched kind in a [`super::reflector`] cache, turns every
 //! change into the key of the object to reconcile, and feeds those keys to a
-//! [`WorkQueue`](super::WorkQueue): each key is reconciled by one worker at a time, with bounded
+//! [`super::WorkQueue`]: each key is reconciled by one worker at a time, with bounded
 //! concurrency, again after the [`Action`] the reconcile returns, and with exponential back-off
 //! after an error. Nothing is reconciled before every cache has its first list (the readiness
 //! barrier).
