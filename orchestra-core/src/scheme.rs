@@ -378,7 +378,9 @@ fn unknown_fields(written: &Value, decoded: &Value, path: &Path, errors: &mut Er
 struct Registration {
     resource: ApiResource,
     codec: Arc<dyn Codec>,
-    status_subresource: bool,
+    /// Whether the kind's schema has a `status` field; worked out on first use, as generating a
+    /// schema is costly.
+    status_subresource: std::sync::OnceLock<bool>,
 }
 
 /// The registry of kinds: see the [module documentation](self).
@@ -453,17 +455,12 @@ impl Scheme {
 
     fn insert(&mut self, resource: ApiResource, codec: Arc<dyn Codec>) -> &mut Scheme {
         let key = (resource.api_version.clone(), resource.kind.clone());
-        let status_subresource = codec
-            .schema()
-            .get("properties")
-            .and_then(Value::as_object)
-            .is_some_and(|properties| properties.contains_key("status"));
         self.kinds.insert(
             key,
             Registration {
                 resource,
                 codec,
-                status_subresource,
+                status_subresource: std::sync::OnceLock::new(),
             },
         );
         self
@@ -480,8 +477,16 @@ impl Scheme {
     /// `status` field): writes to the object leave its status alone, and writes to the status
     /// leave the rest alone.
     pub fn has_status_subresource(&self, resource: &ApiResource) -> bool {
-        self.registration(resource)
-            .is_some_and(|registration| registration.status_subresource)
+        self.registration(resource).is_some_and(|registration| {
+            *registration.status_subresource.get_or_init(|| {
+                registration
+                    .codec
+                    .schema()
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .is_some_and(|properties| properties.contains_key("status"))
+            })
+        })
     }
 
     /// Checks that a field selector names only fields the kind offers, as the API server does:
