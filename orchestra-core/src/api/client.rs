@@ -829,19 +829,49 @@ impl Client {
             .resource_version
             .clone()
             .filter(|v| !v.is_empty());
+        self.update_retrying(
+            resource,
+            namespace,
+            name,
+            expected.as_deref(),
+            params.dry_run,
+            subresource,
+            |_| Ok(object.clone()),
+        )
+        .await
+    }
+
+    /// Updates an object with what `make` makes of the stored one, retrying against newer
+    /// versions when another write got in between, unless the caller named the version it
+    /// expects (`expected`).
+    #[allow(clippy::too_many_arguments)]
+    async fn update_retrying<F>(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        expected: Option<&str>,
+        dry_run: bool,
+        subresource: Subresource,
+        make: F,
+    ) -> Result<DynamicObject, StatusError>
+    where
+        F: Fn(&DynamicObject) -> Result<DynamicObject, StatusError>,
+    {
         let mut attempts = 0;
         loop {
             attempts += 1;
             let old = self.get(resource, namespace, name).await?;
+            let new = make(&old)?;
             let outcome = self
                 .update_from(
                     resource,
                     namespace,
                     name,
-                    object.clone(),
+                    new,
                     &old,
-                    expected.as_deref(),
-                    params.dry_run,
+                    expected,
+                    dry_run,
                     subresource,
                 )
                 .await;
@@ -989,47 +1019,33 @@ impl Client {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let merge_keys = MergeKeys::for_kind(&resource.api_version, &resource.kind);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let old = self.get(resource, namespace, name).await?;
-            let current = serde_json::to_value(&old)
-                .map_err(|error| StatusError::internal(error.to_string()))?;
-            let patched = apply_patch(&current, params.patch_type, patch, merge_keys.as_ref())
-                .map_err(|error| {
-                    let reason = match error.code() {
-                        415 => StatusReason::UnsupportedMediaType,
-                        413 => StatusReason::RequestEntityTooLarge,
-                        422 => StatusReason::Invalid,
-                        _ => StatusReason::BadRequest,
-                    };
-                    StatusError::new(reason, error.to_string())
+        self.update_retrying(
+            resource,
+            namespace,
+            name,
+            expected.as_deref(),
+            params.dry_run,
+            subresource,
+            |old| {
+                let current = serde_json::to_value(old)
+                    .map_err(|error| StatusError::internal(error.to_string()))?;
+                let patched = apply_patch(&current, params.patch_type, patch, merge_keys.as_ref())
+                    .map_err(|error| {
+                        let reason = match error.code() {
+                            415 => StatusReason::UnsupportedMediaType,
+                            413 => StatusReason::RequestEntityTooLarge,
+                            422 => StatusReason::Invalid,
+                            _ => StatusReason::BadRequest,
+                        };
+                        StatusError::new(reason, error.to_string())
+                    })?;
+                let new: DynamicObject = serde_json::from_value(patched).map_err(|error| {
+                    bad_request(format!("the patched object is invalid: {error}"))
                 })?;
-            let new: DynamicObject = serde_json::from_value(patched)
-                .map_err(|error| bad_request(format!("the patched object is invalid: {error}")))?;
-            let outcome = self
-                .update_from(
-                    resource,
-                    namespace,
-                    name,
-                    new,
-                    &old,
-                    expected.as_deref(),
-                    params.dry_run,
-                    subresource,
-                )
-                .await;
-            match outcome {
-                Err(error)
-                    if error.is_conflict()
-                        && expected.is_none()
-                        && attempts < UNCONDITIONAL_RETRIES =>
-                {
-                    continue;
-                }
-                outcome => return outcome,
-            }
-        }
+                Ok(new)
+            },
+        )
+        .await
     }
 
     /// Deletes an object: at once, or by marking it terminating when it has finalizers (and, for
