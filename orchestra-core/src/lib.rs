@@ -17,10 +17,21 @@
 //! - [`manifest`]: YAML and JSON manifests, multi-document and `kind: List`, with positions;
 //! - [`scheme`]: the registry of kinds that decodes manifests strictly, defaults and validates;
 //! - [`defaulting`] and [`validation`]: Kubernetes' defaults and checks, with field paths;
-//! - [`status`]: errors shaped as Kubernetes `Status` objects.
+//! - [`status`]: errors shaped as Kubernetes `Status` objects;
+//! - [`store`]: the etcd-shaped [`Store`](store::Store) seam, the in-memory
+//!   [`MemoryStore`](store::MemoryStore), and (feature `testing`) the conformance suite every
+//!   backend passes;
+//! - [`api`]: the typed [`Api`](api::Api) over a store, with Kubernetes' object semantics, and its
+//!   admission chain;
+//! - [`patch`]: JSON, merge and strategic merge patches;
+//! - [`runtime`]: the controller runtime — watcher, reflector, work queue, `Controller`, leader
+//!   election;
+//! - [`clock`]: wall-clock time behind a trait, driven by tokio's time in tests.
 //!
-//! The store seam, the typed `Api`, informers, the controller runtime, the controllers, the
-//! scheduler and the node agent come with later issues.
+//! The reference controllers, the scheduler and the node agent come with later issues.
+//!
+//! The only "I/O" here is in-memory: the store backends that touch disks and networks live in
+//! `orchestra-store`, and nothing in this crate spawns a task it does not hand back.
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(
     not(test),
