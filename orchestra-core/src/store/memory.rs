@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::ops::{Bound, Deref, DerefMut};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,6 +13,9 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::journal::{
+    Image, Journal, LeaseImage, Publisher, Record, ReplayError, VersionImage,
+};
 use super::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, Lease, LeaseId, Op,
     OpResponse, RangeRequest, RangeResponse, Result, Revision, Store, StoreError, Txn, TxnResponse,
@@ -130,23 +134,64 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// An empty store at revision 1.
     pub fn new() -> MemoryStore {
-        let state = State {
-            revision: 1,
-            compacted: 0,
-            keys: BTreeMap::new(),
-            log: VecDeque::new(),
-            leases: HashMap::new(),
-            deadlines: BTreeSet::new(),
-            next_lease: 1,
-            now: Instant::now(),
-        };
+        MemoryStore::from_state(State::empty())
+    }
+
+    fn from_state(state: State) -> MemoryStore {
+        let revision = state.revision;
         MemoryStore {
             shared: Arc::new(Shared {
+                published: AtomicI64::new(revision),
                 state: RwLock::new(state),
-                revision: watch::Sender::new(1),
+                revision: watch::Sender::new(revision),
                 lease_bound: watch::Sender::new(None),
+                journal: std::sync::OnceLock::new(),
+                last_sequence: AtomicU64::new(0),
+                failed: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// A store rebuilt from a checkpoint and the records written after it, whose changes from now
+    /// on go to the journal that `journal` makes (given the [`Publisher`] it must call when
+    /// records become durable). Changes become visible only once published; calls that change
+    /// something return only then, so a call that returns `Ok` made a durable change. This is how
+    /// a durable backend is built on this engine.
+    pub fn journaled<F>(
+        image: Image,
+        records: impl IntoIterator<Item = Record>,
+        journal: F,
+    ) -> std::result::Result<MemoryStore, ReplayError>
+    where
+        F: FnOnce(Publisher) -> Arc<dyn Journal>,
+    {
+        let mut state = State::from_image(image)?;
+        for record in records {
+            state.replay(record)?;
+        }
+        state.journaled = true;
+        let store = MemoryStore::from_state(state);
+        let weak: Weak<Shared> = Arc::downgrade(&store.shared);
+        let publisher = Publisher {
+            publish: Arc::new(move |revision| {
+                if let Some(shared) = weak.upgrade() {
+                    shared.publish(revision);
+                }
+            }),
+        };
+        let journal = journal(publisher);
+        // The store is not shared yet, so nothing can have set a journal before.
+        let _ = store.shared.journal.set(journal);
+        Ok(store)
+    }
+
+    /// Everything the store holds now (including changes not yet durable), as an [`Image`]: what
+    /// a checkpoint or a backup writes. Also returns the sequence number of the last record
+    /// handed to the journal, which the image covers.
+    pub fn image(&self) -> (Image, u64) {
+        let state = self.shared.state.read().unwrap_or_else(PoisonError::into_inner);
+        let sequence = self.shared.last_sequence.load(Ordering::SeqCst);
+        (state.image(), sequence)
     }
 
     /// The revision of the last compaction (0 before the first); reads and watches need a revision
@@ -184,20 +229,29 @@ impl fmt::Debug for MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        self.shared.check_failed()?;
         check_range(&request.range)?;
         let state = self.shared.read();
+        let published = self.shared.published();
         if let Some(revision) = request.revision {
-            state.check_revision(revision, state.revision)?;
+            state.check_revision(revision, published)?;
         }
-        Ok(state.read_range(&request, state.revision))
+        Ok(state.read_range(&request, published))
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.shared.check_failed()?;
         check_txn(&txn)?;
-        self.shared.write().txn(txn)
+        let response = {
+            let mut state = self.shared.write();
+            state.txn(txn)
+        }?;
+        self.shared.sync().await?;
+        Ok(response)
     }
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        self.shared.check_failed()?;
         check_range(&request.range)?;
         if request.progress_notify.is_some_and(|every| every.is_zero()) {
             return Err(invalid(
@@ -205,16 +259,17 @@ impl Store for MemoryStore {
             ));
         }
         let next = {
-            let state = self.shared.read();
+            let _state = self.shared.read();
+            let published = self.shared.published();
             match request.start_revision {
-                None => state.revision + 1,
+                None => published + 1,
                 Some(revision) if revision < 1 => {
                     return Err(invalid("revisions start at 1"));
                 }
-                Some(revision) if revision > state.revision + 1 => {
+                Some(revision) if revision > published + 1 => {
                     return Err(StoreError::FutureRevision {
                         revision,
-                        current: state.revision,
+                        current: published,
                     });
                 }
                 Some(revision) => revision,
@@ -241,46 +296,33 @@ impl Store for MemoryStore {
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<Lease> {
+        self.shared.check_failed()?;
         if ttl.is_zero() {
             return Err(invalid("a lease's time to live must not be zero"));
         }
-        let mut state = self.shared.write();
-        let deadline = state
-            .now
-            .checked_add(ttl)
-            .ok_or_else(|| invalid("the lease's time to live is too long"))?;
-        let id = state.next_lease;
-        state.next_lease += 1;
-        state.leases.insert(
-            id,
-            LeaseState {
-                ttl,
-                deadline,
-                keys: BTreeSet::new(),
-            },
-        );
-        state.deadlines.insert((deadline, id));
-        Ok(Lease { id, ttl })
+        let lease = {
+            let mut state = self.shared.write();
+            state.grant(ttl)
+        }?;
+        self.shared.sync().await?;
+        Ok(lease)
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<Duration> {
-        let mut state = self.shared.write();
-        let now = state.now;
-        let State {
-            leases, deadlines, ..
-        } = &mut *state;
-        let lease = leases.get_mut(&id).ok_or(StoreError::LeaseNotFound(id))?;
-        let deadline = now
-            .checked_add(lease.ttl)
-            .ok_or_else(|| invalid("the lease's time to live is too long"))?;
-        deadlines.remove(&(lease.deadline, id));
-        lease.deadline = deadline;
-        deadlines.insert((deadline, id));
-        Ok(lease.ttl)
+        self.shared.check_failed()?;
+        let ttl = {
+            let mut state = self.shared.write();
+            state.keep_alive(id)
+        }?;
+        self.shared.sync().await?;
+        Ok(ttl)
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        if self.shared.write().revoke(id) {
+        self.shared.check_failed()?;
+        let revoked = self.shared.write().revoke(id);
+        self.shared.sync().await?;
+        if revoked {
             Ok(())
         } else {
             Err(StoreError::LeaseNotFound(id))
@@ -288,6 +330,7 @@ impl Store for MemoryStore {
     }
 
     async fn lease_time_to_live(&self, id: LeaseId) -> Result<Duration> {
+        self.shared.check_failed()?;
         let now = Instant::now();
         let state = self.shared.read();
         let lease = state.leases.get(&id).ok_or(StoreError::LeaseNotFound(id))?;
@@ -295,25 +338,87 @@ impl Store for MemoryStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        self.shared.write().compact(revision)
+        self.shared.check_failed()?;
+        let compacted = {
+            let mut state = self.shared.write();
+            let published = self.shared.published();
+            state.compact(revision, published)
+        };
+        self.shared.sync().await?;
+        compacted
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        Ok(self.shared.read().revision)
+        self.shared.check_failed()?;
+        let _state = self.shared.read();
+        Ok(self.shared.published())
     }
 }
 
 /// What the clones of a store share.
 struct Shared {
     state: RwLock<State>,
-    /// The store's revision, for waking watch streams.
+    /// The revision reads and watches see: the store's own, or, with a journal, the last one the
+    /// journal made durable.
+    published: AtomicI64,
+    /// The published revision, for waking watch streams.
     revision: watch::Sender<Revision>,
     /// A time at or before the earliest lease deadline (`None`: no lease), for watch streams to
     /// sleep until.
     lease_bound: watch::Sender<Option<Instant>>,
+    /// Where changes go, for a durable store.
+    journal: std::sync::OnceLock<Arc<dyn Journal>>,
+    /// The sequence number of the last record handed to the journal.
+    last_sequence: AtomicU64,
+    /// Whether the journal failed: the store then refuses every call.
+    failed: AtomicBool,
 }
 
 impl Shared {
+    /// The revision reads and watches see.
+    fn published(&self) -> Revision {
+        self.published.load(Ordering::SeqCst)
+    }
+
+    /// Makes the changes up to `revision` visible, waking the watch streams.
+    fn publish(&self, revision: Revision) {
+        let before = self.published.fetch_max(revision, Ordering::SeqCst);
+        if revision > before {
+            self.revision.send_if_modified(|published| {
+                let newer = revision > *published;
+                if newer {
+                    *published = revision;
+                }
+                newer
+            });
+        }
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable(
+                "the store's journal failed; reopen the store".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits until every change handed to the journal so far is durable (at once without one).
+    async fn sync(&self) -> Result<()> {
+        let Some(journal) = self.journal.get() else {
+            return Ok(());
+        };
+        let sequence = self.last_sequence.load(Ordering::SeqCst);
+        if sequence == 0 {
+            return Ok(());
+        }
+        journal.durable(sequence).await.map_err(|reason| {
+            self.failed.store(true, Ordering::SeqCst);
+            StoreError::Unavailable(format!("the store's journal failed: {reason}"))
+        })
+    }
+
     /// The state for reading, after expiring the leases that are due.
     fn read(&self) -> RwLockReadGuard<'_, State> {
         let now = Instant::now();
@@ -391,15 +496,24 @@ impl DerefMut for Write<'_> {
 
 impl Drop for Write<'_> {
     fn drop(&mut self) {
-        let revision = self.state.revision;
-        if revision != self.before {
-            self.shared.revision.send_if_modified(|published| {
-                let newer = revision > *published;
-                if newer {
-                    *published = revision;
+        let pending = std::mem::take(&mut self.state.pending);
+        match self.shared.journal.get() {
+            Some(journal) => {
+                for record in pending {
+                    let sequence = journal.append(record);
+                    self.shared
+                        .last_sequence
+                        .fetch_max(sequence, Ordering::SeqCst);
                 }
-                newer
-            });
+            }
+            None if !self.state.journaled => {
+                let revision = self.state.revision;
+                if revision != self.before {
+                    self.shared.publish(revision);
+                }
+            }
+            // A journaled store being built replays what is durable already.
+            None => {}
         }
         self.shared.publish_lease_bound(&self.state, self.state.now);
     }
@@ -422,6 +536,10 @@ struct State {
     next_lease: LeaseId,
     /// The time the current write started at.
     now: Instant,
+    /// Whether changes are journaled (they then wait in `pending` for the journal).
+    journaled: bool,
+    /// The records of the current write, for the journal.
+    pending: Vec<Record>,
 }
 
 /// One version of a key.
@@ -433,6 +551,8 @@ struct Version {
     lease: Option<LeaseId>,
     /// `None`: the key was deleted at `mod_revision`.
     value: Option<Bytes>,
+    /// The position of this change among the changes of its revision.
+    ordinal: u32,
 }
 
 impl Version {
@@ -458,6 +578,8 @@ struct LogEntry {
 struct LeaseState {
     ttl: Duration,
     deadline: Instant,
+    /// When the lease was granted or last renewed, by the wall clock (for the journal).
+    renewed_at: SystemTime,
     keys: BTreeSet<String>,
 }
 
@@ -497,6 +619,49 @@ impl History {
         self.at(None)
     }
 
+    /// The event of this key at `revision`, with its previous value, if the key changed then.
+    fn event_at(&self, key: &str, revision: Revision) -> Option<Event> {
+        let versions: Vec<&Version> = self
+            .older
+            .iter()
+            .chain(std::iter::once(&self.latest))
+            .collect();
+        let index = versions
+            .iter()
+            .position(|version| version.mod_revision == revision)?;
+        let version = versions[index];
+        let prev_kv = index
+            .checked_sub(1)
+            .and_then(|before| versions.get(before))
+            .and_then(|before| before.key_value(key));
+        Some(match &version.value {
+            Some(value) => Event {
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: key.to_owned(),
+                    value: value.clone(),
+                    create_revision: version.create_revision,
+                    mod_revision: revision,
+                    version: version.version,
+                    lease: version.lease,
+                },
+                prev_kv,
+            },
+            None => Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: key.to_owned(),
+                    value: Bytes::new(),
+                    create_revision: version.create_revision,
+                    mod_revision: revision,
+                    version: 0,
+                    lease: None,
+                },
+                prev_kv,
+            },
+        })
+    }
+
     fn push(&mut self, version: Version) {
         let previous = std::mem::replace(&mut self.latest, version);
         self.older.push(previous);
@@ -528,6 +693,263 @@ impl History {
 }
 
 impl State {
+    fn empty() -> State {
+        State {
+            revision: 1,
+            compacted: 0,
+            keys: BTreeMap::new(),
+            log: VecDeque::new(),
+            leases: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            next_lease: 1,
+            now: Instant::now(),
+            journaled: false,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The state an image describes: key histories as they were, the event log rebuilt from
+    /// them, leases with the time they have left by the wall clock.
+    fn from_image(image: Image) -> std::result::Result<State, ReplayError> {
+        let mut state = State::empty();
+        if image.revision < 1 || image.compacted > image.revision {
+            return Err(ReplayError(format!(
+                "revision {} with compaction at {}",
+                image.revision, image.compacted
+            )));
+        }
+        state.revision = image.revision;
+        state.compacted = image.compacted;
+        state.next_lease = image.next_lease.max(1);
+        let mut by_revision: BTreeMap<Revision, Vec<(u32, String)>> = BTreeMap::new();
+        for version in image.versions {
+            if version.mod_revision < 1 || version.mod_revision > image.revision {
+                return Err(ReplayError(format!(
+                    "{} has a version at revision {} beyond the store's {}",
+                    version.key, version.mod_revision, image.revision
+                )));
+            }
+            if version.mod_revision >= image.compacted.max(1) {
+                by_revision
+                    .entry(version.mod_revision)
+                    .or_default()
+                    .push((version.ordinal, version.key.clone()));
+            }
+            let entry = Version {
+                mod_revision: version.mod_revision,
+                create_revision: version.create_revision,
+                version: version.version,
+                lease: version.lease,
+                value: version.value,
+                ordinal: version.ordinal,
+            };
+            match state.keys.get_mut(&version.key) {
+                Some(history) if history.latest.mod_revision < entry.mod_revision => {
+                    history.push(entry);
+                }
+                Some(_) => {
+                    return Err(ReplayError(format!(
+                        "the versions of {} are out of order",
+                        version.key
+                    )));
+                }
+                None => {
+                    state.keys.insert(version.key, History::new(entry));
+                }
+            }
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        for lease in image.leases {
+            state.restore_lease(&lease, now, wall);
+        }
+        for history in state.keys.iter() {
+            if let Some(id) = history.1.live().and_then(|version| version.lease)
+                && let Some(lease) = state.leases.get_mut(&id)
+            {
+                lease.keys.insert(history.0.clone());
+            }
+        }
+        // The log: each retained revision's changes, in their order, with previous values.
+        for (revision, mut changes) in by_revision {
+            changes.sort();
+            let mut events = Vec::with_capacity(changes.len());
+            for (_, key) in changes {
+                let Some(history) = state.keys.get(&key) else {
+                    continue;
+                };
+                events.extend(history.event_at(&key, revision));
+            }
+            if !events.is_empty() {
+                state.log.push_back(Arc::new(LogEntry { revision, events }));
+            }
+        }
+        Ok(state)
+    }
+
+    /// A lease as an image or a record keeps it, with the time it has left by the wall clock
+    /// (none if it ran out while the store was down: it expires on the next call).
+    fn restore_lease(&mut self, lease: &LeaseImage, now: Instant, wall: SystemTime) {
+        let elapsed = wall.duration_since(lease.renewed_at).unwrap_or_default();
+        let left = lease.ttl.saturating_sub(elapsed);
+        let deadline = now.checked_add(left).unwrap_or(now);
+        if let Some(previous) = self.leases.get_mut(&lease.id) {
+            self.deadlines.remove(&(previous.deadline, lease.id));
+            previous.deadline = deadline;
+            previous.ttl = lease.ttl;
+            previous.renewed_at = lease.renewed_at;
+        } else {
+            self.leases.insert(
+                lease.id,
+                LeaseState {
+                    ttl: lease.ttl,
+                    deadline,
+                    renewed_at: lease.renewed_at,
+                    keys: BTreeSet::new(),
+                },
+            );
+        }
+        self.deadlines.insert((deadline, lease.id));
+        self.next_lease = self.next_lease.max(lease.id + 1);
+    }
+
+    /// Applies a record written after the image the state was built from.
+    fn replay(&mut self, record: Record) -> std::result::Result<(), ReplayError> {
+        match record {
+            Record::Revision { revision, events } => {
+                if revision != self.revision + 1 {
+                    return Err(ReplayError(format!(
+                        "revision {revision} follows revision {}",
+                        self.revision
+                    )));
+                }
+                let mut applied = Vec::with_capacity(events.len());
+                for event in events {
+                    let key = event.kv.key.clone();
+                    match event.kind {
+                        EventKind::Put => {
+                            if !self.put_as(revision, event.kv, &mut applied) {
+                                return Err(ReplayError(format!(
+                                    "the write of {key} at revision {revision} does not follow from the key's history"
+                                )));
+                            }
+                        }
+                        EventKind::Delete => {
+                            self.delete(revision, &KeyRange::Key(key), &mut applied);
+                        }
+                    }
+                }
+                self.commit(revision, applied);
+            }
+            Record::Lease(lease) => {
+                self.restore_lease(&lease, Instant::now(), SystemTime::now());
+            }
+            Record::LeaseEnd(id) => {
+                if let Some(lease) = self.leases.remove(&id) {
+                    self.deadlines.remove(&(lease.deadline, id));
+                }
+            }
+            Record::Compact(revision) => {
+                let current = self.revision;
+                self.compact(revision, current)
+                    .map_err(|error| ReplayError(error.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything the state holds, as an image.
+    fn image(&self) -> Image {
+        let mut versions = Vec::new();
+        for (key, history) in &self.keys {
+            for version in history.older.iter().chain(std::iter::once(&history.latest)) {
+                versions.push(VersionImage {
+                    key: key.clone(),
+                    mod_revision: version.mod_revision,
+                    create_revision: version.create_revision,
+                    version: version.version,
+                    lease: version.lease,
+                    value: version.value.clone(),
+                    ordinal: version.ordinal,
+                });
+            }
+        }
+        let mut leases: Vec<LeaseImage> = self
+            .leases
+            .iter()
+            .map(|(&id, lease)| LeaseImage {
+                id,
+                ttl: lease.ttl,
+                renewed_at: lease.renewed_at,
+            })
+            .collect();
+        leases.sort_by_key(|lease| lease.id);
+        Image {
+            revision: self.revision,
+            compacted: self.compacted,
+            next_lease: self.next_lease,
+            versions,
+            leases,
+        }
+    }
+
+    /// Grants a lease.
+    fn grant(&mut self, ttl: Duration) -> Result<Lease> {
+        let deadline = self
+            .now
+            .checked_add(ttl)
+            .ok_or_else(|| invalid("the lease's time to live is too long"))?;
+        let id = self.next_lease;
+        self.next_lease += 1;
+        let renewed_at = SystemTime::now();
+        self.leases.insert(
+            id,
+            LeaseState {
+                ttl,
+                deadline,
+                renewed_at,
+                keys: BTreeSet::new(),
+            },
+        );
+        self.deadlines.insert((deadline, id));
+        if self.journaled {
+            self.pending.push(Record::Lease(LeaseImage {
+                id,
+                ttl,
+                renewed_at,
+            }));
+        }
+        Ok(Lease { id, ttl })
+    }
+
+    /// Renews a lease for its whole time to live.
+    fn keep_alive(&mut self, id: LeaseId) -> Result<Duration> {
+        let now = self.now;
+        let journaled = self.journaled;
+        let State {
+            leases,
+            deadlines,
+            pending,
+            ..
+        } = self;
+        let lease = leases.get_mut(&id).ok_or(StoreError::LeaseNotFound(id))?;
+        let deadline = now
+            .checked_add(lease.ttl)
+            .ok_or_else(|| invalid("the lease's time to live is too long"))?;
+        deadlines.remove(&(lease.deadline, id));
+        lease.deadline = deadline;
+        lease.renewed_at = SystemTime::now();
+        deadlines.insert((deadline, id));
+        if journaled {
+            pending.push(Record::Lease(LeaseImage {
+                id,
+                ttl: lease.ttl,
+                renewed_at: lease.renewed_at,
+            }));
+        }
+        Ok(lease.ttl)
+    }
+
     /// The keys of `range` and their histories, in key order.
     fn entries(&self, range: &KeyRange) -> impl Iterator<Item = (&String, &History)> {
         let prefix_end = match range {
@@ -577,7 +999,11 @@ impl State {
     /// Serves a read whose revision was checked; `now` is the revision a read of the present
     /// reports.
     fn read_range(&self, request: &RangeRequest, now: Revision) -> RangeResponse {
-        let at = request.revision;
+        // With a journal, the present of a read is the last durable revision, which the state's
+        // history serves when newer changes wait for the journal.
+        let at = request
+            .revision
+            .or((now < self.revision).then_some(now));
         let limit = match (request.count_only, request.limit) {
             (true, _) => 0,
             (false, limit) => limit.unwrap_or(usize::MAX),
@@ -704,6 +1130,7 @@ impl State {
             version,
             lease,
             value: Some(value.clone()),
+            ordinal: u32::try_from(events.len()).unwrap_or(u32::MAX),
         };
         match history {
             Some(history) => history.push(new),
@@ -735,6 +1162,13 @@ impl State {
         prev
     }
 
+    /// Replays a put of a record: the same write, which must give the same key-value.
+    fn put_as(&mut self, revision: Revision, kv: KeyValue, events: &mut Vec<Event>) -> bool {
+        let expected = kv.clone();
+        self.put(revision, kv.key, kv.value, kv.lease, events);
+        events.last().is_some_and(|event| event.kv == expected)
+    }
+
     /// Deletes the live keys of `range` at `revision`; returns them as they were.
     fn delete(
         &mut self,
@@ -754,6 +1188,7 @@ impl State {
                     version: 0,
                     lease: None,
                     value: None,
+                    ordinal: u32::try_from(events.len()).unwrap_or(u32::MAX),
                 });
             }
             if let Some(lease) = prev.lease.and_then(|id| self.leases.get_mut(&id)) {
@@ -779,6 +1214,19 @@ impl State {
     fn commit(&mut self, revision: Revision, events: Vec<Event>) {
         if !events.is_empty() {
             self.revision = revision;
+            if self.journaled {
+                self.pending.push(Record::Revision {
+                    revision,
+                    events: events
+                        .iter()
+                        .map(|event| Event {
+                            kind: event.kind,
+                            kv: event.kv.clone(),
+                            prev_kv: None,
+                        })
+                        .collect(),
+                });
+            }
             self.log.push_back(Arc::new(LogEntry { revision, events }));
         }
     }
@@ -795,6 +1243,9 @@ impl State {
             self.delete(revision, &KeyRange::Key(key), &mut events);
         }
         self.commit(revision, events);
+        if self.journaled {
+            self.pending.push(Record::LeaseEnd(id));
+        }
         true
     }
 
@@ -811,15 +1262,16 @@ impl State {
         }
     }
 
-    /// Forgets the history before `revision`.
-    fn compact(&mut self, revision: Revision) -> Result<()> {
+    /// Forgets the history before `revision` (which must be at or before `published`, the
+    /// revision reads see).
+    fn compact(&mut self, revision: Revision, published: Revision) -> Result<()> {
         if revision < 1 {
             return Err(invalid("revisions start at 1"));
         }
-        if revision > self.revision {
+        if revision > published {
             return Err(StoreError::FutureRevision {
                 revision,
-                current: self.revision,
+                current: published,
             });
         }
         if revision <= self.compacted {
@@ -841,14 +1293,19 @@ impl State {
             .iter()
             .flat_map(|entry| entry.events.iter().map(|event| event.kv.key.as_str()))
             .collect();
+        // Keep what was live just before `revision`: the previous values of the changes at
+        // `revision`, whose log entry stays.
         for key in touched {
             if self
                 .keys
                 .get_mut(key)
-                .is_some_and(|history| history.compact(revision))
+                .is_some_and(|history| history.compact(revision - 1))
             {
                 self.keys.remove(key);
             }
+        }
+        if self.journaled {
+            self.pending.push(Record::Compact(revision));
         }
         Ok(())
     }
@@ -937,29 +1394,32 @@ impl Watcher {
         loop {
             let (entries, current) = {
                 let state = self.shared.read();
+                // Only what is published (durable, with a journal) is delivered.
+                let published = self.shared.published();
                 if self.next < state.compacted {
                     return Polled::Compacted(StoreError::Compacted {
                         revision: self.next,
                         compact_revision: state.compacted,
                     });
                 }
-                if self.next > state.revision {
-                    return Polled::CaughtUp(state.revision);
+                if self.next > published {
+                    return Polled::CaughtUp(published);
                 }
                 let first = state
                     .log
                     .front()
-                    .map_or(state.revision + 1, |entry| entry.revision);
+                    .map_or(published + 1, |entry| entry.revision);
                 let skip = usize::try_from(self.next - first)
                     .unwrap_or(0)
                     .min(state.log.len());
                 let entries: Vec<Arc<LogEntry>> = state
                     .log
                     .range(skip..)
+                    .take_while(|entry| entry.revision <= published)
                     .take(MAX_ENTRIES_PER_POLL)
                     .cloned()
                     .collect();
-                (entries, state.revision)
+                (entries, published)
             };
             let mut events = Vec::new();
             let mut last = self.next;
@@ -1256,13 +1716,19 @@ mod tests {
         {
             let state = store.shared.read();
             assert_eq!(state.keys.get("a").map(History::len), Some(1));
-            assert!(
-                !state.keys.contains_key("b"),
-                "deleted before the compaction"
+            assert_eq!(
+                state.keys.get("b").map(History::len),
+                Some(2),
+                "deleted at the compaction: the deletion's event (with its previous value) stays"
             );
             assert_eq!(state.keys.get("c").map(History::len), Some(1));
             assert_eq!(state.log.len(), 2);
         }
+        store.compact(6).await.unwrap();
+        assert!(
+            !store.shared.read().keys.contains_key("b"),
+            "deleted before the compaction"
+        );
         let a = store.get("a").await.unwrap().unwrap();
         assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 3, 2));
     }

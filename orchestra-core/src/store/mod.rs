@@ -49,6 +49,7 @@
 //! and [`StoreError::Unavailable`] when the backend cannot be reached or failed; the last is the
 //! only one a caller may retry blindly.
 
+pub mod journal;
 mod memory;
 #[cfg(feature = "testing")]
 pub mod testing;
