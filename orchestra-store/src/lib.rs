@@ -15,3 +15,7 @@
 //!
 //! [store]: https://kubernetes.io/docs/concepts/overview/components/#etcd
 #![doc(test(attr(deny(warnings))))]
+
+pub mod embedded;
+#[cfg(feature = "etcd")]
+pub mod etcd;

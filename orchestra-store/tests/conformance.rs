@@ -5,12 +5,30 @@
 //! `concurrent_compare_and_swap`, `watch_events`, `watch_resume`, `watch_many_watchers`,
 //! `watch_compacted`, `watch_progress`, `lease_grant_revoke`, `lease_expiry`, `compaction`.
 //!
-//! The durable backends of this crate will run the same suite, each in a module of this file.
+//! Every backend of this crate runs the same suite, each in a module of this file.
 
 mod memory {
     orchestra_core::store_conformance_tests!(paused_time, || async {
         orchestra_core::store::MemoryStore::new()
     });
+}
+
+/// The embedded store, in real time: its committer thread syncs files while the test waits, and
+/// paused tokio time would jump ahead during those waits.
+mod embedded {
+    use orchestra_store::embedded::{EmbeddedOptions, EmbeddedStore};
+
+    /// A store in a fresh folder under cargo's temporary folder for tests.
+    async fn fresh() -> EmbeddedStore {
+        let dir = tempfile::Builder::new()
+            .prefix("conformance-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("a temporary folder")
+            .keep();
+        EmbeddedStore::open(dir, EmbeddedOptions::default()).expect("a fresh store opens")
+    }
+
+    orchestra_core::store_conformance_tests!(real_time, fresh);
 }
 
 /// The whole suite in one call, as a backend without per-case tests would run it.

@@ -13,9 +13,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::journal::{
-    Image, Journal, LeaseImage, Publisher, Record, ReplayError, VersionImage,
-};
+use super::journal::{Image, Journal, LeaseImage, Publisher, Record, ReplayError, VersionImage};
 use super::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, Lease, LeaseId, Op,
     OpResponse, RangeRequest, RangeResponse, Result, Revision, Store, StoreError, Txn, TxnResponse,
@@ -189,7 +187,11 @@ impl MemoryStore {
     /// a checkpoint or a backup writes. Also returns the sequence number of the last record
     /// handed to the journal, which the image covers.
     pub fn image(&self) -> (Image, u64) {
-        let state = self.shared.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let sequence = self.shared.last_sequence.load(Ordering::SeqCst);
         (state.image(), sequence)
     }
@@ -231,6 +233,7 @@ impl Store for MemoryStore {
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
         self.shared.check_failed()?;
         check_range(&request.range)?;
+        self.shared.expire_due().await?;
         let state = self.shared.read();
         let published = self.shared.published();
         if let Some(revision) = request.revision {
@@ -331,6 +334,7 @@ impl Store for MemoryStore {
 
     async fn lease_time_to_live(&self, id: LeaseId) -> Result<Duration> {
         self.shared.check_failed()?;
+        self.shared.expire_due().await?;
         let now = Instant::now();
         let state = self.shared.read();
         let lease = state.leases.get(&id).ok_or(StoreError::LeaseNotFound(id))?;
@@ -350,6 +354,7 @@ impl Store for MemoryStore {
 
     async fn current_revision(&self) -> Result<Revision> {
         self.shared.check_failed()?;
+        self.shared.expire_due().await?;
         let _state = self.shared.read();
         Ok(self.shared.published())
     }
@@ -431,6 +436,20 @@ impl Shared {
         }
         drop(self.write());
         self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Expires the leases that are due and, with a journal, waits until their deletions are
+    /// durable and visible, so that a read that follows sees them.
+    async fn expire_due(&self) -> Result<()> {
+        let due = {
+            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            state.lease_due(Instant::now())
+        };
+        if due {
+            drop(self.write());
+            self.sync().await?;
+        }
+        Ok(())
     }
 
     /// The state for writing, after expiring the leases that are due. Dropping the guard wakes
@@ -1001,9 +1020,7 @@ impl State {
     fn read_range(&self, request: &RangeRequest, now: Revision) -> RangeResponse {
         // With a journal, the present of a read is the last durable revision, which the state's
         // history serves when newer changes wait for the journal.
-        let at = request
-            .revision
-            .or((now < self.revision).then_some(now));
+        let at = request.revision.or((now < self.revision).then_some(now));
         let limit = match (request.count_only, request.limit) {
             (true, _) => 0,
             (false, limit) => limit.unwrap_or(usize::MAX),
