@@ -1,6 +1,7 @@
 //! The `orchestra` binary: the all-in-one command built from Orchestra's crates.
 //!
-//! Today it has one command, `orchestra validate`, which checks manifests offline; the control
+//! Its commands today: `orchestra validate` checks manifests offline; `orchestra store backup` and
+//! `orchestra store restore` back up and restore the embedded store's data folder. The control
 //! plane (`orchestra server`, `orchestra up`) and the node agent (`orchestra agent`) come with
 //! their issues.
 

@@ -1,5 +1,6 @@
 //! Command-line interface of the `orchestra` binary.
 
+mod store;
 mod validate;
 
 use std::process::ExitCode;
@@ -18,6 +19,8 @@ pub(crate) struct Cli {
 enum Command {
     /// Check manifests offline: decode, default and validate them as the API server would.
     Validate(validate::ValidateArgs),
+    /// Back up and restore the embedded store's data folder.
+    Store(store::StoreArgs),
 }
 
 impl Cli {
@@ -25,6 +28,7 @@ impl Cli {
     pub(crate) fn run(self) -> ExitCode {
         match self.command {
             Command::Validate(args) => validate::run(&args),
+            Command::Store(args) => store::run(&args),
         }
     }
 }

@@ -190,7 +190,7 @@ impl EmbeddedStore {
         if lock.try_lock().is_err() {
             return Err(OpenError::Locked { path: dir });
         }
-        let mut recovered = wal::recover(&dir)?;
+        let mut recovered = wal::recover(&dir, true)?;
         let image = std::mem::take(&mut recovered.image);
         let records = std::mem::take(&mut recovered.records);
         let mut started: Option<std::result::Result<Arc<Wal>, OpenError>> = None;
@@ -232,6 +232,39 @@ impl EmbeddedStore {
     pub fn backup(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
         let (image, _) = self.memory.image();
         wal::write_atomically(path.as_ref(), &codec::encode_image(&image))
+    }
+
+    /// Backs up the store in `dir` to the file `to`, whether or not a process has it open: the
+    /// folder is read without being changed (a batch being written is left out, as it is not yet
+    /// acknowledged), so the backup holds every write acknowledged before it started. Returns the
+    /// revision the backup holds. Blocks on file I/O.
+    pub fn backup_data_dir(
+        dir: impl AsRef<Path>,
+        to: impl AsRef<Path>,
+    ) -> std::result::Result<Revision, OpenError> {
+        let dir = dir.as_ref();
+        let mut attempts = 0;
+        let recovered = loop {
+            attempts += 1;
+            match wal::recover(dir, false) {
+                // A checkpoint of the running store may remove files while they are read.
+                Err(OpenError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 5 => {}
+                Err(OpenError::Corrupt { .. }) if attempts < 5 => {}
+                outcome => break outcome?,
+            }
+        };
+        let memory =
+            MemoryStore::journaled(recovered.image, recovered.records, |_| Arc::new(Failed))?;
+        let (image, _) = memory.image();
+        let revision = image.revision;
+        wal::write_atomically(to.as_ref(), &codec::encode_image(&image)).map_err(|source| {
+            OpenError::Io {
+                path: to.as_ref().to_owned(),
+                source,
+            }
+        })?;
+        Ok(revision)
     }
 
     /// Makes a new data folder `dir` from a backup file: the store opened there holds what the

@@ -89,9 +89,10 @@ pub(crate) struct Recovered {
 }
 
 /// Reads a data folder: the newest snapshot and every record after it. A write cut short at the
-/// end of the last segment (a crash in the middle of a batch, never acknowledged) is cut off;
+/// end of the last segment (a crash in the middle of a batch, never acknowledged) is cut off (with
+/// `repair`; without, as when reading a folder another process is writing, it is only not read);
 /// damage anywhere else is an error, so that damaged data is never served.
-pub(crate) fn recover(dir: &Path) -> Result<Recovered, OpenError> {
+pub(crate) fn recover(dir: &Path, repair: bool) -> Result<Recovered, OpenError> {
     let mut segments = Vec::new();
     let mut snapshots = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
@@ -146,7 +147,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, OpenError> {
                     position += length;
                 }
                 Frame::End => {
-                    if last_segment && position < bytes.len() {
+                    if repair && last_segment && position < bytes.len() {
                         // Zeros a crash left after the last record: cut them off, so that
                         // new records follow the last one directly.
                         let file = OpenOptions::new()
@@ -160,7 +161,11 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, OpenError> {
                     break;
                 }
                 Frame::Torn | Frame::Corrupt(_) if last_segment && is_tail(&bytes[position..]) => {
-                    // The batch the crash interrupted: never synced, never acknowledged.
+                    // The batch the crash interrupted (or, for a reader, the one being written):
+                    // never synced, never acknowledged.
+                    if !repair {
+                        break;
+                    }
                     let file = OpenOptions::new()
                         .write(true)
                         .open(path)
