@@ -1,17 +1,19 @@
 //! Store backends for Orchestra.
 //!
 //! The control plane keeps every object in a [store]: an etcd-shaped, revisioned key-value space
-//! with transactions, watches, leases and compaction. `orchestra-core` defines that seam and ships
-//! the in-memory reference backend; this crate will hold the durable backends that implement it:
+//! with transactions, watches, leases and compaction. `orchestra-core` defines that seam (the
+//! [`Store`](orchestra_core::store::Store) trait) and its in-memory reference backend; this crate
+//! holds the durable backends:
 //!
-//! - the **embedded store**, the default: durable and crash-safe in one data folder, with no daemon;
-//! - the **etcd store** (cargo feature `etcd`), for clusters of API servers over an etcd cluster.
+//! - [`embedded`], the default: durable and crash-safe in one data folder, with no daemon — the
+//!   in-memory engine of `orchestra-core` made durable by a write-ahead log with group commit,
+//!   checkpoints, backups and restores;
+//! - `etcd` (cargo feature `etcd`), for clusters of API servers over an etcd cluster: the store
+//!   trait mapped one to one onto etcd's v3 API.
 //!
-//! Both will pass the store conformance suite exported by `orchestra-core`.
-//!
-//! **Status:** nothing is implemented here yet; the store seam arrives with issue 3 and these
-//! backends with issue 4. The crate exists now so that the workspace layout and the dependency rule
-//! (backends depend on `orchestra-core`, never the reverse) hold from the start.
+//! Every backend passes the store conformance suite exported by `orchestra-core`
+//! (`cargo test -p orchestra-store --test conformance`), and the embedded store a crash test that
+//! kills a writer with SIGKILL fifty times (`--test crash`).
 //!
 //! [store]: https://kubernetes.io/docs/concepts/overview/components/#etcd
 #![doc(test(attr(deny(warnings))))]
