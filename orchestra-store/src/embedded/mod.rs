@@ -144,7 +144,6 @@ pub struct EmbeddedStore {
     options: EmbeddedOptions,
     dir: PathBuf,
     maintaining: Arc<AtomicBool>,
-    _lock: Arc<File>,
 }
 
 /// A journal handle the engine holds, sharing the store's log.
@@ -167,7 +166,7 @@ impl Journal for SharedWal {
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`: reads the newest checkpoint, replays the log after
     /// it, and cuts off a batch a crash left unfinished. Fails on damaged data rather than serving
-    /// it, and when another process has the folder open.
+    /// it, and when another process has the folder open. Blocks on file I/O.
     pub fn open(
         dir: impl AsRef<Path>,
         options: EmbeddedOptions,
@@ -195,7 +194,7 @@ impl EmbeddedStore {
         let records = std::mem::take(&mut recovered.records);
         let mut started: Option<std::result::Result<Arc<Wal>, OpenError>> = None;
         let memory = MemoryStore::journaled(image, records, |publisher| {
-            match Wal::start(&dir, &recovered, publisher) {
+            match Wal::start(&dir, &recovered, publisher, lock) {
                 Ok(wal) => {
                     let wal = Arc::new(wal);
                     started = Some(Ok(Arc::clone(&wal)));
@@ -218,7 +217,6 @@ impl EmbeddedStore {
             options,
             dir,
             maintaining: Arc::new(AtomicBool::new(false)),
-            _lock: Arc::new(lock),
         })
     }
 

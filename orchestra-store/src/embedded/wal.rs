@@ -234,6 +234,9 @@ pub(crate) struct Wal {
     durable: tokio::sync::watch::Sender<Durable>,
     bytes: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The data folder's lock, held as long as the log can be written (watch streams keep the
+    /// log alive after the last store handle is gone).
+    _lock: File,
 }
 
 impl std::fmt::Debug for Wal {
@@ -263,6 +266,7 @@ impl Wal {
         dir: &Path,
         recovered: &Recovered,
         publisher: Publisher,
+        lock: File,
     ) -> Result<Wal, OpenError> {
         let mut segments = recovered.segments.clone();
         let path = match segments.last() {
@@ -305,6 +309,7 @@ impl Wal {
             durable,
             bytes,
             thread: Mutex::new(Some(thread)),
+            _lock: lock,
         })
     }
 
