@@ -120,6 +120,7 @@ stop_instance() {
   for m in $(members "$instance"); do
     if pid="$(member_pid "$instance" "$m")"; then
       kill -TERM "$pid" 2>/dev/null || true
+      kill -CONT "$pid" 2>/dev/null || true # a stopped (SIGSTOP) member handles the TERM then
       waited=0
       while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 50 ]; do
         sleep 0.1

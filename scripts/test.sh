@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The project's test command (the README's): formatting, lints, docs and every test.
 #
-# On a fresh Debian machine run as root it first installs what the tests need. Today that is only
-# the Rust toolchain's rustfmt and clippy components and the shared fixtures beside the checkout;
-# later capabilities add their components (etcd, dockerd, CNI plugins, ...) here, and CI (.ci/run)
-# runs this same script. With CI=true a missing component fails the run instead of being skipped.
+# On a fresh Debian machine run as root it first installs what the tests need: the Rust
+# toolchain's rustfmt and clippy components, `protobuf-compiler` (the etcd backend's build) and
+# `etcd-server` (its tests), and checks the shared fixtures beside the checkout; later
+# capabilities add their components (dockerd, CNI plugins, ...) here, and CI (.ci/run) runs this
+# same script. It starts a single etcd member for the tests (scripts/etcd.sh) and stops it at the
+# end, and builds, lints, documents and tests with every feature (`--all-features`). With CI=true
+# a missing component fails the run instead of being skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,40 @@ for component in rustfmt clippy; do
 done
 cargo --version
 
+say "system packages"
+# Debian package -> a command it installs.
+declare -A packages=([protobuf-compiler]=protoc [etcd-server]=etcd)
+missing=()
+for package in "${!packages[@]}"; do
+  command -v "${packages[$package]}" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing Debian packages: ${missing[*]} (run this script as root on Debian, or install them)" >&2
+    exit 1
+  fi
+fi
+protoc --version
+etcd --version | head -n 1
+
+say "etcd"
+# A single member for the etcd store's tests (the cluster test starts its own three members).
+# One that runs already (a developer's) is used and left running; one started here is stopped on
+# exit.
+if ORCHESTRA_ETCD_ENDPOINTS="$(scripts/etcd.sh endpoints single 2>/dev/null)"; then
+  echo "using the running etcd at $ORCHESTRA_ETCD_ENDPOINTS"
+else
+  trap 'scripts/etcd.sh stop single >/dev/null 2>&1 || true' EXIT
+  ORCHESTRA_ETCD_ENDPOINTS="$(scripts/etcd.sh start single)"
+  echo "started etcd at $ORCHESTRA_ETCD_ENDPOINTS"
+fi
+export ORCHESTRA_ETCD_ENDPOINTS
+
 say "shared fixtures"
 if [ ! -d ../shared/fixtures/voting-app ]; then
   echo "../shared/fixtures/voting-app is missing: the tests read the shared fixtures beside the checkout" >&2
@@ -33,12 +70,12 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 say "cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 
 say "cargo test"
-cargo test --workspace
+cargo test --workspace --all-features
 
 say "all checks passed"

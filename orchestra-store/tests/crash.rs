@@ -25,7 +25,7 @@ const WRITERS: usize = 32;
 /// Small checkpoints, so that kills also land in checkpoints and segment switches.
 fn options() -> EmbeddedOptions {
     EmbeddedOptions {
-        checkpoint_bytes: 256 * 1024,
+        checkpoint_bytes: 32 * 1024,
         retention: Some(5_000),
     }
 }

@@ -336,3 +336,29 @@ async fn one_process_at_a_time() {
     drop(store);
     open(dir.path());
 }
+
+#[tokio::test]
+async fn repeated_checkpoints_lose_nothing() {
+    let dir = folder();
+    {
+        let store = open(dir.path());
+        store.put("/a", Bytes::from_static(b"1")).await.unwrap();
+        store.checkpoint();
+        store.checkpoint();
+        store.put("/b", Bytes::from_static(b"1")).await.unwrap();
+        store.checkpoint();
+        store.checkpoint();
+        store.checkpoint();
+        store.put("/c", Bytes::from_static(b"1")).await.unwrap();
+        store.checkpoint();
+        store.checkpoint();
+        // What follows a repeated checkpoint is only in the log.
+        store.put("/d", Bytes::from_static(b"1")).await.unwrap();
+    }
+    assert_eq!(files(dir.path(), "snapshot-").len(), 1);
+    let store = open(dir.path());
+    for key in ["/a", "/b", "/c", "/d"] {
+        assert_eq!(value(&store, key).await.as_deref(), Some("1"), "{key}");
+    }
+    assert_eq!(store.current_revision().await.unwrap(), 5);
+}

@@ -322,7 +322,7 @@ impl EmbeddedStore {
         if self.maintaining.swap(true, Ordering::SeqCst) {
             return;
         }
-        if self.wal.bytes() > self.options.checkpoint_bytes {
+        if self.wal.bytes() > self.options.checkpoint_bytes && !self.wal.checkpointing() {
             self.checkpoint();
         }
         if let Some(retention) = self.options.retention {

@@ -13,7 +13,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 
@@ -233,6 +233,7 @@ pub(crate) struct Wal {
     next_sequence: AtomicU64,
     durable: tokio::sync::watch::Sender<Durable>,
     bytes: Arc<AtomicU64>,
+    checkpointing: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The data folder's lock, held as long as the log can be written (watch streams keep the
     /// log alive after the last store handle is gone).
@@ -256,6 +257,8 @@ struct Committer {
     publisher: Publisher,
     durable: tokio::sync::watch::Sender<Durable>,
     bytes: Arc<AtomicU64>,
+    /// Set while a checkpoint is asked for and not written yet.
+    checkpointing: Arc<AtomicBool>,
     /// The last sequence written to the current segment.
     written: u64,
 }
@@ -288,6 +291,7 @@ impl Wal {
             failed: None,
         });
         let bytes = Arc::new(AtomicU64::new(recovered.journal_bytes));
+        let checkpointing = Arc::new(AtomicBool::new(false));
         let (sender, receiver) = mpsc::channel();
         let committer = Committer {
             dir: dir.to_owned(),
@@ -297,6 +301,7 @@ impl Wal {
             publisher,
             durable: durable.clone(),
             bytes: Arc::clone(&bytes),
+            checkpointing: Arc::clone(&checkpointing),
             written: recovered.last_sequence,
         };
         let thread = std::thread::Builder::new()
@@ -308,6 +313,7 @@ impl Wal {
             next_sequence: AtomicU64::new(recovered.last_sequence + 1),
             durable,
             bytes,
+            checkpointing,
             thread: Mutex::new(Some(thread)),
             _lock: lock,
         })
@@ -318,9 +324,15 @@ impl Wal {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Whether a checkpoint was asked for and is not written yet.
+    pub(crate) fn checkpointing(&self) -> bool {
+        self.checkpointing.load(Ordering::SeqCst)
+    }
+
     /// Asks the committer to write a checkpoint of `image` (covering records up to `sequence`)
     /// and drop the journal it makes unnecessary.
     pub(crate) fn checkpoint(&self, image: Image, sequence: u64) {
+        self.checkpointing.store(true, Ordering::SeqCst);
         let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = sender.as_ref() {
             let _ = sender.send(Command::Checkpoint(Box::new(image), sequence));
@@ -455,20 +467,32 @@ impl Committer {
 
     /// Writes a snapshot, starts a new segment, and removes what the snapshot makes unnecessary.
     fn write_checkpoint(&mut self, image: &Image, sequence: u64) -> io::Result<()> {
+        self.bytes.store(0, Ordering::Relaxed);
+        self.checkpointing.store(false, Ordering::SeqCst);
+        if self
+            .snapshots
+            .last()
+            .is_some_and(|(covered, _)| *covered >= sequence)
+        {
+            // Nothing since the last checkpoint: it stands.
+            return Ok(());
+        }
         let path = self.dir.join(snapshot_name(sequence));
         write_atomically(&path, &codec::encode_image(image))?;
         let next = self.written + 1;
-        let segment = self.dir.join(segment_name(next));
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&segment)?;
-        self.segments.push((next, segment));
-        sync_dir(&self.dir)?;
+        // A new segment, unless the current one holds no record yet (it then starts at `next`).
+        if self.segments.last().is_none_or(|(start, _)| *start < next) {
+            let segment = self.dir.join(segment_name(next));
+            self.file = OpenOptions::new().create(true).append(true).open(&segment)?;
+            self.segments.push((next, segment));
+            sync_dir(&self.dir)?;
+        }
         // Older snapshots go; so do segments every record of which the snapshot covers (a
         // segment ends where the next one starts).
         for (_, old) in self.snapshots.drain(..) {
-            let _ = fs::remove_file(old);
+            if old != path {
+                let _ = fs::remove_file(old);
+            }
         }
         self.snapshots.push((sequence, path));
         let mut kept = Vec::new();
@@ -484,8 +508,6 @@ impl Committer {
             }
         }
         self.segments = kept;
-        sync_dir(&self.dir)?;
-        self.bytes.store(0, Ordering::Relaxed);
-        Ok(())
+        sync_dir(&self.dir)
     }
 }
