@@ -483,7 +483,10 @@ impl Committer {
         // A new segment, unless the current one holds no record yet (it then starts at `next`).
         if self.segments.last().is_none_or(|(start, _)| *start < next) {
             let segment = self.dir.join(segment_name(next));
-            self.file = OpenOptions::new().create(true).append(true).open(&segment)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&segment)?;
             self.segments.push((next, segment));
             sync_dir(&self.dir)?;
         }
