@@ -155,6 +155,10 @@
 
 mod watch;
 
+/// The `etcd-client` crate this backend is built on, for callers that build their own client
+/// ([`EtcdStore::from_client`]) or talk to etcd directly.
+pub use etcd_client;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
@@ -978,6 +982,20 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> Result<Revision> {
         self.probe(None).await.map_err(Class::into_error)
+    }
+
+    /// A plain etcd `Put` (one write, no transaction), as a caller of `etcd-client` would send.
+    async fn put(&self, key: &str, value: Bytes) -> Result<Revision> {
+        check_key(key)?;
+        let etcd_key = self.key(key);
+        let put = self.send(|member| {
+            let (mut kv, key, value) = (member.kv.clone(), etcd_key.clone(), value.to_vec());
+            async move { kv.put(key, value, None).await }
+        });
+        match put.await {
+            Ok(response) => header_revision(response.0.header.as_ref()),
+            Err(error) => Err(self.error(classify(&error), &[], &[]).await),
+        }
     }
 }
 
