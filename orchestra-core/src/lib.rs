@@ -40,6 +40,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod controllers;
 pub mod defaulting;
 pub mod manifest;
 pub mod patch;

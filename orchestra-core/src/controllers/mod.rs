@@ -1,0 +1,24 @@
+//! The reference controllers: the controller manager of the brief, written as users of the SDK
+//! would write their own controllers, on [`crate::api`] and [`crate::runtime`].
+//!
+//! | controller | keeps |
+//! |---|---|
+//! | [`replica_set`] | exactly `replicas` pods for each ReplicaSet and ReplicationController |
+//! | [`deployment`] | a ReplicaSet per pod template, rolled out as the strategy says |
+//! | [`endpoints`] | each Service's Endpoints: its ready and not-ready pods |
+//! | [`service_account`] | a `default` ServiceAccount in every namespace |
+//! | [`token`] | the control plane's signing key and bound service-account tokens |
+//! | [`namespace`] | a deleted namespace emptied, then removed |
+//! | [`garbage_collector`] | objects whose owners are gone deleted, as their propagation policy says |
+//!
+//! Each runs on its own (`run` until a shutdown future resolves) or all together in a
+//! `ControllerManager`.
+
+pub mod deployment;
+pub mod endpoints;
+pub mod garbage_collector;
+pub mod namespace;
+pub mod pods;
+pub mod replica_set;
+pub mod service_account;
+pub mod token;
