@@ -1316,6 +1316,80 @@ impl Client {
         })
     }
 
+    /// Binds a pod to a node: what the scheduler does through Kubernetes' `pods/binding`
+    /// subresource. Sets `spec.nodeName` (which no update may change) and the `PodScheduled`
+    /// condition; a pod already bound is 409 Conflict, a terminating one too.
+    pub async fn bind(
+        &self,
+        namespace: &str,
+        pod: &str,
+        node: &str,
+    ) -> Result<DynamicObject, StatusError> {
+        let pods = ApiResource::new("", "v1", "Pod", None, true);
+        if let Some(message) = crate::validation::names::dns1123_subdomain(node).into_iter().next() {
+            return Err(StatusError::invalid(
+                &pods,
+                pod,
+                &[Error::invalid(&Path::new("target").child("name"), node, &message)],
+            ));
+        }
+        let key = object_key(&pods, Some(namespace), pod);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let old = self.get(&pods, Some(namespace), pod).await?;
+            let assigned = old
+                .data
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty());
+            if let Some(assigned) = assigned {
+                return Err(StatusError::conflict(
+                    &pods,
+                    pod,
+                    &format!("pod {pod} is already assigned to node {assigned:?}"),
+                ));
+            }
+            if old.metadata.deletion_timestamp.is_some() {
+                return Err(StatusError::conflict(&pods, pod, "the pod is being deleted"));
+            }
+            let mut bound = old.clone();
+            if let Some(data) = strategy::ensure_object(&mut bound.data) {
+                if let Some(spec) = strategy::ensure_object(data.entry("spec").or_insert_with(|| serde_json::json!({}))) {
+                    spec.insert("nodeName".into(), Value::String(node.to_owned()));
+                }
+                if let Some(status) =
+                    strategy::ensure_object(data.entry("status").or_insert_with(|| serde_json::json!({})))
+                {
+                    let conditions = status.entry("conditions").or_insert_with(|| serde_json::json!([]));
+                    if let Value::Array(list) = conditions {
+                        list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                        list.push(serde_json::json!({
+                            "type": "PodScheduled",
+                            "status": "True",
+                            "lastTransitionTime": Time(self.inner.clock.now()),
+                        }));
+                    }
+                }
+            }
+            let revision = parse_version(old.metadata.resource_version.as_deref().unwrap_or("0"))?;
+            let value = Client::encode_stored(&bound)?;
+            let response = self
+                .inner
+                .store
+                .txn(Txn::when([Compare::mod_revision(&key, revision)]).and_then([Op::put(&key, value)]))
+                .await
+                .map_err(from_store)?;
+            if response.succeeded {
+                bound.metadata.resource_version = Some(response.revision.to_string());
+                return Ok(bound);
+            }
+            if attempts >= UNCONDITIONAL_RETRIES {
+                return Err(StatusError::conflict(&pods, pod, "the object has been modified"));
+            }
+        }
+    }
+
     /// The scale of a Deployment, ReplicaSet or ReplicationController (`autoscaling/v1`).
     pub async fn get_scale(
         &self,

@@ -86,6 +86,7 @@ pub use params::{
 };
 pub use watch::WatchEvent;
 
+use crate::k8s::api::core::v1::Pod;
 use crate::resource::{ApiResource, DynamicObject, Resource};
 use crate::status::StatusError;
 
@@ -377,5 +378,13 @@ where
                 params,
             )
             .await
+    }
+}
+
+impl Api<Pod> {
+    /// Binds a pod to a node (the `pods/binding` subresource; see [`Client::bind`]).
+    pub async fn bind(&self, name: &str, node: &str) -> Result<Pod, StatusError> {
+        let namespace = self.namespace.as_deref().unwrap_or("default");
+        from_dynamic(self.client.bind(namespace, name, node).await?)
     }
 }
