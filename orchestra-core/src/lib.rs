@@ -50,6 +50,8 @@ pub mod runtime;
 pub mod schema;
 pub mod scheme;
 pub mod selector;
+#[cfg(feature = "testing")]
+pub mod simulator;
 pub mod status;
 pub mod store;
 pub mod validation;

@@ -116,6 +116,45 @@ struct Inner {
     admission: Vec<Arc<dyn Admission>>,
     clock: Arc<dyn Clock>,
     bookmark_interval: Duration,
+    ids: Ids,
+}
+
+/// Where a client's object uids and generated name suffixes come from.
+enum Ids {
+    /// The system's randomness (version 4 UUIDs).
+    Random,
+    /// A splitmix64 sequence from a seed, so that a run replays exactly.
+    Seeded(std::sync::Mutex<u64>),
+}
+
+impl Ids {
+    /// 16 fresh bytes.
+    fn next(&self) -> [u8; 16] {
+        match self {
+            Ids::Random => *uuid::Uuid::new_v4().as_bytes(),
+            Ids::Seeded(state) => {
+                let mut state = state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut bytes = [0; 16];
+                for half in bytes.chunks_exact_mut(8) {
+                    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = *state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    half.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+                }
+                bytes
+            }
+        }
+    }
+
+    /// A fresh object uid (a version 4 UUID).
+    fn uid(&self) -> String {
+        uuid::Builder::from_random_bytes(self.next())
+            .into_uuid()
+            .to_string()
+    }
 }
 
 /// A handle on an in-process API over a store: cheap to clone, shared by every [`Api`](super::Api).
@@ -141,6 +180,7 @@ pub struct ClientBuilder {
     admission: Vec<Arc<dyn Admission>>,
     clock: Arc<dyn Clock>,
     bookmark_interval: Duration,
+    seed: Option<u64>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -181,6 +221,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Draws object uids and the suffixes of generated names from a generator seeded with `seed`
+    /// instead of the system's randomness, so that a run replays exactly (what the cluster
+    /// simulator does).
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> ClientBuilder {
+        self.seed = Some(seed);
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Client {
         Client {
@@ -190,6 +239,10 @@ impl ClientBuilder {
                 admission: self.admission,
                 clock: self.clock,
                 bookmark_interval: self.bookmark_interval,
+                ids: match self.seed {
+                    Some(seed) => Ids::Seeded(std::sync::Mutex::new(seed)),
+                    None => Ids::Random,
+                },
             }),
         }
     }
@@ -273,6 +326,7 @@ impl Client {
             admission: Vec::new(),
             clock: Arc::new(SystemClock),
             bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
+            seed: None,
         }
     }
 
@@ -440,11 +494,12 @@ impl Client {
         Ok(())
     }
 
-    fn generate_name(prefix: &str) -> String {
+    fn generate_name(&self, prefix: &str) -> String {
         const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        let random = uuid::Uuid::new_v4();
-        let suffix: String = random
-            .as_bytes()
+        let suffix: String = self
+            .inner
+            .ids
+            .next()
             .iter()
             .take(5)
             .map(|byte| char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]))
@@ -511,7 +566,7 @@ impl Client {
         for _ in 0..attempts {
             let mut attempt = object.clone();
             if let Some(prefix) = &generate {
-                attempt.metadata.name = Some(Client::generate_name(prefix));
+                attempt.metadata.name = Some(self.generate_name(prefix));
             }
             match self
                 .create_once(resource, namespace.as_deref(), attempt, params)
@@ -535,7 +590,7 @@ impl Client {
     ) -> Result<DynamicObject, StatusError> {
         let now = self.inner.clock.now();
         let meta = &mut object.metadata;
-        meta.uid = Some(uuid::Uuid::new_v4().to_string());
+        meta.uid = Some(self.inner.ids.uid());
         meta.creation_timestamp = Some(Time(now));
         meta.resource_version = None;
         meta.generation = Some(1);
@@ -1326,11 +1381,18 @@ impl Client {
         node: &str,
     ) -> Result<DynamicObject, StatusError> {
         let pods = ApiResource::new("", "v1", "Pod", None, true);
-        if let Some(message) = crate::validation::names::dns1123_subdomain(node).into_iter().next() {
+        if let Some(message) = crate::validation::names::dns1123_subdomain(node)
+            .into_iter()
+            .next()
+        {
             return Err(StatusError::invalid(
                 &pods,
                 pod,
-                &[Error::invalid(&Path::new("target").child("name"), node, &message)],
+                &[Error::invalid(
+                    &Path::new("target").child("name"),
+                    node,
+                    &message,
+                )],
             ));
         }
         let key = object_key(&pods, Some(namespace), pod);
@@ -1351,19 +1413,30 @@ impl Client {
                 ));
             }
             if old.metadata.deletion_timestamp.is_some() {
-                return Err(StatusError::conflict(&pods, pod, "the pod is being deleted"));
+                return Err(StatusError::conflict(
+                    &pods,
+                    pod,
+                    "the pod is being deleted",
+                ));
             }
             let mut bound = old.clone();
             if let Some(data) = strategy::ensure_object(&mut bound.data) {
-                if let Some(spec) = strategy::ensure_object(data.entry("spec").or_insert_with(|| serde_json::json!({}))) {
+                if let Some(spec) = strategy::ensure_object(
+                    data.entry("spec").or_insert_with(|| serde_json::json!({})),
+                ) {
                     spec.insert("nodeName".into(), Value::String(node.to_owned()));
                 }
-                if let Some(status) =
-                    strategy::ensure_object(data.entry("status").or_insert_with(|| serde_json::json!({})))
-                {
-                    let conditions = status.entry("conditions").or_insert_with(|| serde_json::json!([]));
+                if let Some(status) = strategy::ensure_object(
+                    data.entry("status")
+                        .or_insert_with(|| serde_json::json!({})),
+                ) {
+                    let conditions = status
+                        .entry("conditions")
+                        .or_insert_with(|| serde_json::json!([]));
                     if let Value::Array(list) = conditions {
-                        list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                        list.retain(|c| {
+                            c.get("type").and_then(Value::as_str) != Some("PodScheduled")
+                        });
                         list.push(serde_json::json!({
                             "type": "PodScheduled",
                             "status": "True",
@@ -1377,7 +1450,10 @@ impl Client {
             let response = self
                 .inner
                 .store
-                .txn(Txn::when([Compare::mod_revision(&key, revision)]).and_then([Op::put(&key, value)]))
+                .txn(
+                    Txn::when([Compare::mod_revision(&key, revision)])
+                        .and_then([Op::put(&key, value)]),
+                )
                 .await
                 .map_err(from_store)?;
             if response.succeeded {
@@ -1385,7 +1461,11 @@ impl Client {
                 return Ok(bound);
             }
             if attempts >= UNCONDITIONAL_RETRIES {
-                return Err(StatusError::conflict(&pods, pod, "the object has been modified"));
+                return Err(StatusError::conflict(
+                    &pods,
+                    pod,
+                    "the object has been modified",
+                ));
             }
         }
     }

@@ -216,6 +216,7 @@ where
             let mut stopped = std::pin::pin!(feeding_stopped);
             loop {
                 tokio::select! {
+                    biased;
                     _ = &mut stopped => break,
                     keys = triggers.next() => match keys {
                         Some(keys) => keys.into_iter().for_each(|key| feed_queue.add(key)),
@@ -227,6 +228,7 @@ where
         let work = async move {
             let mut shutdown = std::pin::pin!(shutdown);
             let proceed = tokio::select! {
+                biased;
                 _ = futures_util::future::join_all(readiness) => true,
                 () = &mut shutdown => false,
             };

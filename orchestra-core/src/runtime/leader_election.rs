@@ -126,6 +126,7 @@ impl LeaderElector {
         let mut work = work;
         let outcome = loop {
             tokio::select! {
+                biased;
                 output = &mut work => break Ok(output),
                 () = tokio::time::sleep(self.config.retry_period) => {
                     if self.try_acquire_or_renew().await.unwrap_or(false) {

@@ -26,7 +26,7 @@
 //! assert!(reader.get(&ObjectRef::new("settings").within("default")).is_some());
 //! ```
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -80,7 +80,7 @@ impl fmt::Display for ObjectRef {
 }
 
 struct Shared<K> {
-    objects: RwLock<HashMap<ObjectRef, Arc<K>>>,
+    objects: RwLock<BTreeMap<ObjectRef, Arc<K>>>,
     ready: tokio::sync::watch::Sender<bool>,
 }
 
@@ -117,7 +117,7 @@ impl<K> Reader<K> {
             .cloned()
     }
 
-    /// Every cached object.
+    /// Every cached object, ordered by namespace and name.
     pub fn state(&self) -> Vec<Arc<K>> {
         self.shared
             .objects
@@ -158,7 +158,7 @@ impl<K> Reader<K> {
 /// The one writing handle on a cache.
 pub struct Writer<K> {
     shared: Arc<Shared<K>>,
-    buffer: Option<HashMap<ObjectRef, Arc<K>>>,
+    buffer: Option<BTreeMap<ObjectRef, Arc<K>>>,
 }
 
 impl<K> fmt::Debug for Writer<K> {
@@ -173,7 +173,7 @@ impl<K> fmt::Debug for Writer<K> {
 pub fn store<K>() -> (Reader<K>, Writer<K>) {
     let (ready, _) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
-        objects: RwLock::new(HashMap::new()),
+        objects: RwLock::new(BTreeMap::new()),
         ready,
     });
     (
@@ -191,9 +191,9 @@ impl<K: Resource + Clone> Writer<K> {
     /// Applies one watcher event to the cache.
     pub fn apply(&mut self, event: &WatcherEvent<K>) {
         match event {
-            WatcherEvent::Init => self.buffer = Some(HashMap::new()),
+            WatcherEvent::Init => self.buffer = Some(BTreeMap::new()),
             WatcherEvent::InitApply(object) => {
-                let buffer = self.buffer.get_or_insert_with(HashMap::new);
+                let buffer = self.buffer.get_or_insert_with(BTreeMap::new);
                 buffer.insert(ObjectRef::from_obj(object), Arc::new(object.clone()));
             }
             WatcherEvent::InitDone => {

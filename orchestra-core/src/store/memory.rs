@@ -1386,6 +1386,7 @@ impl Watcher {
             }
             let lease_deadline = *self.lease_bound.borrow_and_update();
             tokio::select! {
+                biased;
                 changed = self.revisions.changed() => {
                     if changed.is_err() {
                         // The store is gone (cannot happen while this stream holds it).
