@@ -210,9 +210,7 @@ async fn pod_history(seed: u64, chaos: Option<ChaosConfig>) -> Vec<String> {
     }
     cluster.run_for(Duration::from_secs(1)).await;
     let mut history = Vec::new();
-    while let Some(Some(event)) = tokio::time::timeout(Duration::from_millis(1), events.next())
-        .await
-        .ok()
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(1), events.next()).await
     {
         let line = match event {
             WatchEvent::Added(pod) | WatchEvent::Modified(pod) | WatchEvent::Deleted(pod) => {
@@ -235,7 +233,7 @@ async fn pod_history(seed: u64, chaos: Option<ChaosConfig>) -> Vec<String> {
                         .map(|time| time.0.to_string()),
                 )
             }
-            other => format!("{}", other.type_name()),
+            other => other.type_name().to_string(),
         };
         history.push(line);
     }
