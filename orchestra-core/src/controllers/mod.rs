@@ -10,12 +10,14 @@
 //! | [`token`] | the control plane's signing key and bound service-account tokens |
 //! | [`namespace`] | a deleted namespace emptied, then removed |
 //! | [`garbage_collector`] | objects whose owners are gone deleted, as their propagation policy says |
+//! | [`expectations`] | (shared by the workload controllers) the creations and deletions each controller waits to see |
 //!
 //! Each runs on its own (`run` until a shutdown future resolves) or all together in a
 //! `ControllerManager`.
 
 pub mod deployment;
 pub mod endpoints;
+pub mod expectations;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod pods;
