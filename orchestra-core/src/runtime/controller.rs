@@ -33,7 +33,7 @@ use crate::resource::{ApiResource, Resource};
 
 type Trigger = BoxStream<'static, Vec<ObjectRef>>;
 /// Turns an object of a watched kind into the keys of the objects to reconcile.
-type KeyMapper<T> = Arc<dyn Fn(&T) -> Vec<ObjectRef> + Send + Sync>;
+type KeyMapper<T> = Arc<dyn Fn(&WatcherEvent<T>) -> Vec<ObjectRef> + Send + Sync>;
 type Readiness = futures_util::future::BoxFuture<'static, ()>;
 
 /// Reconciles the objects of one kind: see the [module documentation](self).
@@ -84,7 +84,7 @@ where
     let trigger = events
         .filter_map(move |event| {
             let keys = match event {
-                Ok(event) => keys_of(&event, map.as_ref()),
+                Ok(event) => map(&event),
                 // The watcher retries by itself.
                 Err(_) => Vec::new(),
             };
@@ -104,7 +104,9 @@ where
     /// A controller of the objects `api` sees.
     pub fn new(api: Api<K>, config: WatcherConfig) -> Controller<K> {
         let resource = api.resource().clone();
-        let map: KeyMapper<K> = Arc::new(|object: &K| vec![ObjectRef::from_obj(object)]);
+        let map: KeyMapper<K> = Arc::new(|event: &WatcherEvent<K>| {
+            keys_of(event, &|object: &K| vec![ObjectRef::from_obj(object)])
+        });
         let (reader, trigger, readiness) = cached_trigger(api, config, map);
         Controller {
             resource,
@@ -168,6 +170,25 @@ where
         O: Resource + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
         O::DynamicType: Send + Sync,
         F: Fn(&O) -> Vec<ObjectRef> + Send + Sync + 'static,
+    {
+        self.watches_events(api, config, move |event: &WatcherEvent<O>| {
+            keys_of(event, &map)
+        })
+    }
+
+    /// [`Controller::watches_with`] with a `map` that sees the watcher's events themselves
+    /// (after the cache has applied them), for controllers that must tell a creation or a
+    /// deletion from a change, or notice a re-list: the workload controllers' expectations.
+    pub fn watches_events<O, F>(
+        mut self,
+        api: Api<O>,
+        config: WatcherConfig,
+        map: F,
+    ) -> (Controller<K>, Reader<O>)
+    where
+        O: Resource + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+        O::DynamicType: Send + Sync,
+        F: Fn(&WatcherEvent<O>) -> Vec<ObjectRef> + Send + Sync + 'static,
     {
         let (reader, trigger, readiness) = cached_trigger(api, config, Arc::new(map));
         self.triggers.push(trigger);
