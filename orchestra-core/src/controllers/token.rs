@@ -291,7 +291,19 @@ impl SigningKey {
     ///
     /// [`KeyError::Invalid`] when `pem` is neither, or not a P-256 key.
     pub fn from_pem(pem: &str) -> Result<SigningKey, KeyError> {
-        let secret = p256::SecretKey::from_pem(pem.trim())
+        // `openssl ecparam -genkey` writes an `EC PARAMETERS` block before the key: read the
+        // first private key block, as Kubernetes' keyutil does.
+        let block = ["PRIVATE KEY", "EC PRIVATE KEY"]
+            .iter()
+            .filter_map(|label| {
+                let start = pem.find(&format!("-----BEGIN {label}-----"))?;
+                let end = format!("-----END {label}-----");
+                let stop = start + pem[start..].find(&end)? + end.len();
+                Some((start, &pem[start..stop]))
+            })
+            .min_by_key(|(start, _)| *start)
+            .map_or(pem, |(_, block)| block);
+        let secret = p256::SecretKey::from_pem(block.trim())
             .map_err(|error| KeyError::Invalid(error.to_string()))?;
         SigningKey::from_inner(p256::ecdsa::SigningKey::from(&secret))
     }
