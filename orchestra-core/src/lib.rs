@@ -26,9 +26,14 @@
 //! - [`patch`]: JSON, merge and strategic merge patches;
 //! - [`runtime`]: the controller runtime — watcher, reflector, work queue, `Controller`, leader
 //!   election;
-//! - [`clock`]: wall-clock time behind a trait, driven by tokio's time in tests.
+//! - [`clock`]: wall-clock time behind a trait, driven by tokio's time in tests;
+//! - [`controllers`]: the reference controllers — ReplicaSet and ReplicationController,
+//!   Deployment, Endpoints, ServiceAccount and tokens, Namespace, the garbage collector — each
+//!   runnable alone or all together in the [`ControllerManager`](controllers::manager::ControllerManager);
+//! - `simulator` (feature `testing`): a whole cluster in one process — store, controllers, a fake
+//!   node agent, faulty watches — on tokio's paused clock, replaying exactly from a seed.
 //!
-//! The reference controllers, the scheduler and the node agent come with later issues.
+//! The scheduler and the node agent come with later issues.
 //!
 //! The only "I/O" here is in-memory: the store backends that touch disks and networks live in
 //! `orchestra-store`, and nothing in this crate spawns a task it does not hand back.

@@ -10,15 +10,19 @@
 //! | [`token`] | the control plane's signing key and bound service-account tokens |
 //! | [`namespace`] | a deleted namespace emptied, then removed |
 //! | [`garbage_collector`] | objects whose owners are gone deleted, as their propagation policy says |
+//! | [`manager`] | (all of the above) runs the controllers together, optionally leader-elected |
 //! | [`expectations`] | (shared by the workload controllers) the creations and deletions each controller waits to see |
 //!
-//! Each runs on its own (`run` until a shutdown future resolves) or all together in a
-//! `ControllerManager`.
+//! Each runs on its own (`run` until a shutdown future resolves) or all together in the
+//! [`manager::ControllerManager`], chosen by name as kube-controller-manager's `--controllers`
+//! flag chooses them. [`pods`] holds what several of them know about pods (readiness,
+//! availability, controller references, which pod to delete first).
 
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
+pub mod manager;
 pub mod namespace;
 pub mod pods;
 pub mod replica_set;

@@ -161,7 +161,7 @@ where
     /// [`Controller::watches`], also returning a reader of the other kind's cache (for the
     /// reconcile to use).
     pub fn watches_with<O, F>(
-        mut self,
+        self,
         api: Api<O>,
         config: WatcherConfig,
         map: F,
