@@ -15,6 +15,9 @@
 //!   Target ≤ 5 s. `rolling_update_1k_simulated` is the simulated time it spanned (pods start
 //!   after their simulated delays, so this one measures the strategy, not the code).
 //!
+//! - `api_create_10k`, the baseline beside it: 10,000 plain pod creates through the API with
+//!   the same concurrency and one watcher, no controller — what the controllers cannot beat.
+//!
 //! Each figure is printed as `RESULT <name> <value> <unit>`.
 
 use std::time::{Duration, Instant};
@@ -86,6 +89,59 @@ async fn deployment_10k_create() -> Result<Duration> {
     let _ = stop.send(());
     running.await??;
     Ok(elapsed)
+}
+
+/// The baseline: the wall time of 10,000 plain pod creates through the API (64 at a time, as the
+/// ReplicaSet controller's bursts run them), with one watcher counting them, and no controller.
+async fn api_create_10k() -> Result<Duration> {
+    const PODS: usize = 10_000;
+    let client = Client::new(MemoryStore::new());
+    client.bootstrap().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let version = pods
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .context("a list without a resource version")?;
+    let mut events = pods.watch(&WatchParams::default(), &version).await?;
+    let template = deployment(1, "web:v1")?
+        .spec
+        .context("a Deployment without a spec")?
+        .template;
+    let pod = Pod {
+        metadata: template.metadata.unwrap_or_default(),
+        spec: template.spec,
+        status: None,
+    };
+    let started = Instant::now();
+    let creates = futures_util::stream::iter(0..PODS)
+        .map(|index| {
+            let pods = pods.clone();
+            let mut pod = pod.clone();
+            pod.metadata.name = Some(format!("web-{index}"));
+            tokio::spawn(async move { pods.create(&PostParams::default(), &pod).await })
+        })
+        .buffer_unordered(64);
+    let counted = tokio::spawn(async move {
+        let mut created = 0;
+        while created < PODS {
+            match events.next().await {
+                Some(WatchEvent::Added(_)) => created += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        created
+    });
+    let results: Vec<_> = creates.collect().await;
+    for result in results {
+        result??;
+    }
+    if counted.await? != PODS {
+        bail!("the watch did not see every pod");
+    }
+    Ok(started.elapsed())
 }
 
 /// Whether every one of `replicas` pods runs `image` and is ready, and no other pod exists.
@@ -194,10 +250,16 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let baseline = runtime.block_on(api_create_10k())?;
+    println!(
+        "RESULT api_create_10k {:.3} s (baseline: plain creates, no controller)",
+        baseline.as_secs_f64()
+    );
     let create = runtime.block_on(deployment_10k_create())?;
     println!(
-        "RESULT deployment_10k_create {:.3} s (target <= 1 s)",
-        create.as_secs_f64()
+        "RESULT deployment_10k_create {:.3} s (target <= 1 s) ratio to api_create_10k {:.2}",
+        create.as_secs_f64(),
+        create.as_secs_f64() / baseline.as_secs_f64()
     );
     let (wall, simulated) = rolling_update_1k()?;
     println!(

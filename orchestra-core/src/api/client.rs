@@ -1636,6 +1636,16 @@ impl WatchState {
 
     fn translate(&self, event: &Event) -> Result<Option<WatchEvent<DynamicObject>>, StatusError> {
         let client = &self.client;
+        let everything = self.filter.labels.is_empty() && self.filter.fields.is_empty();
+        if everything && event.kind == EventKind::Put {
+            // Without a selector, an update is Modified whenever there was a previous version:
+            // no need to decode it (the watch's hot path: every write to the kind).
+            let object = client.decode_stored(&event.kv)?;
+            return Ok(Some(match event.prev_kv {
+                Some(_) => WatchEvent::Modified(object),
+                None => WatchEvent::Added(object),
+            }));
+        }
         let previous = event
             .prev_kv
             .as_ref()

@@ -954,6 +954,13 @@ async fn sync<W: ReplicaOwner>(
         look_up_unseen_creations(owner.as_ref(), &key, &namespace, context.as_ref()).await;
     }
     let needs_sync = tracker.satisfied(&key);
+    if !needs_sync && owner.meta().deletion_timestamp.is_none() {
+        // The cache is not yet the world the last sync left: the event that satisfies the
+        // expectations syncs again, and then claims and counts. (Kubernetes claims and writes
+        // status on every sync; during a burst of 500 creations that rescans every pod of the
+        // namespace hundreds of times for a status that is stale at once.)
+        return Ok(Action::requeue(STALE_EXPECTATIONS));
+    }
 
     // One pass over the cache: the active pods of the namespace.
     let active: Vec<Arc<Pod>> = context
