@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
+use orchestra::core::api::keys;
 use orchestra::core::api::{Api, Client, ListParams, PostParams, WatchEvent, WatchParams};
 use orchestra::core::controllers::manager::ControllerManager;
 use orchestra::core::k8s::api::apps::v1::Deployment;
 use orchestra::core::k8s::api::core::v1::Pod;
 use orchestra::core::simulator::{self, AgentConfig, Cluster, ClusterConfig};
-use orchestra::core::api::keys;
 use orchestra::core::store::{MemoryStore, RangeRequest, Store};
 
 fn deployment(replicas: i32, image: &str) -> Result<Deployment> {

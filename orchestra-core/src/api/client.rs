@@ -407,6 +407,18 @@ impl Client {
         Ok(object)
     }
 
+    /// A stored object decoded straight into `K`, with its resource version.
+    fn decode_stored_typed<K>(&self, kv: &KeyValue) -> Result<K, StatusError>
+    where
+        K: crate::resource::Resource + serde::de::DeserializeOwned,
+    {
+        let mut object: K = serde_json::from_slice(&kv.value).map_err(|error| {
+            StatusError::internal(format!("stored object {} is unreadable: {error}", kv.key))
+        })?;
+        object.meta_mut().resource_version = Some(kv.mod_revision.to_string());
+        Ok(object)
+    }
+
     fn encode_stored(object: &DynamicObject) -> Result<Bytes, StatusError> {
         let mut stored = object.clone();
         stored.metadata.resource_version = None;
@@ -1304,6 +1316,50 @@ impl Client {
         params: &WatchParams,
         resource_version: &str,
     ) -> Result<BoxStream<'static, WatchEvent<DynamicObject>>, StatusError> {
+        self.watch_as(
+            resource,
+            namespace,
+            params,
+            resource_version,
+            Client::decode_stored,
+        )
+        .await
+    }
+
+    /// [`Client::watch`] decoding the objects straight into `K` (one parse of the stored bytes
+    /// per event, instead of a [`DynamicObject`] and a conversion): what a typed
+    /// [`Api::watch`](crate::api::Api::watch) uses.
+    pub async fn watch_typed<K>(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+    ) -> Result<BoxStream<'static, WatchEvent<K>>, StatusError>
+    where
+        K: crate::resource::Resource + Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        self.watch_as(
+            resource,
+            namespace,
+            params,
+            resource_version,
+            Client::decode_stored_typed::<K>,
+        )
+        .await
+    }
+
+    async fn watch_as<T>(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        params: &WatchParams,
+        resource_version: &str,
+        decode: fn(&Client, &KeyValue) -> Result<T, StatusError>,
+    ) -> Result<BoxStream<'static, WatchEvent<T>>, StatusError>
+    where
+        T: crate::resource::Resource + Serialize + Send + 'static,
+    {
         self.registered(resource)?;
         let filter = self.filter(
             resource,
@@ -1321,7 +1377,7 @@ impl Client {
                     .await
                     .map_err(from_store)?;
                 for kv in &snapshot.kvs {
-                    let object = self.decode_stored(kv)?;
+                    let object = decode(self, kv)?;
                     if self.matches(resource, &filter, &object) {
                         initial.push_back(WatchEvent::Added(object));
                     }
@@ -1360,6 +1416,7 @@ impl Client {
             stream,
             pending: initial,
             bookmarks: params.bookmarks,
+            decode,
         };
         let events = futures_util::stream::unfold(state, |mut state| async move {
             let event = state.next().await?;
@@ -1575,17 +1632,18 @@ impl Client {
 }
 
 /// The state of one watch: the store's stream and the events decoded but not yet delivered.
-struct WatchState {
+struct WatchState<T> {
     client: Client,
     resource: ApiResource,
     filter: Filter,
     stream: Option<crate::store::WatchStream>,
-    pending: VecDeque<WatchEvent<DynamicObject>>,
+    pending: VecDeque<WatchEvent<T>>,
     bookmarks: bool,
+    decode: fn(&Client, &KeyValue) -> Result<T, StatusError>,
 }
 
-impl WatchState {
-    async fn next(&mut self) -> Option<WatchEvent<DynamicObject>> {
+impl<T: crate::resource::Resource + Serialize> WatchState<T> {
+    async fn next(&mut self) -> Option<WatchEvent<T>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
@@ -1634,13 +1692,14 @@ impl WatchState {
         }
     }
 
-    fn translate(&self, event: &Event) -> Result<Option<WatchEvent<DynamicObject>>, StatusError> {
+    fn translate(&self, event: &Event) -> Result<Option<WatchEvent<T>>, StatusError> {
         let client = &self.client;
+        let decode = self.decode;
         let everything = self.filter.labels.is_empty() && self.filter.fields.is_empty();
         if everything && event.kind == EventKind::Put {
             // Without a selector, an update is Modified whenever there was a previous version:
             // no need to decode it (the watch's hot path: every write to the kind).
-            let object = client.decode_stored(&event.kv)?;
+            let object = decode(client, &event.kv)?;
             return Ok(Some(match event.prev_kv {
                 Some(_) => WatchEvent::Modified(object),
                 None => WatchEvent::Added(object),
@@ -1649,14 +1708,14 @@ impl WatchState {
         let previous = event
             .prev_kv
             .as_ref()
-            .map(|kv| client.decode_stored(kv))
+            .map(|kv| decode(client, kv))
             .transpose()?;
         let matched_before = previous
             .as_ref()
             .is_some_and(|object| client.matches(&self.resource, &self.filter, object));
         match event.kind {
             EventKind::Put => {
-                let object = client.decode_stored(&event.kv)?;
+                let object = decode(client, &event.kv)?;
                 let matches_now = client.matches(&self.resource, &self.filter, &object);
                 Ok(match (previous.is_some() && matched_before, matches_now) {
                     (true, true) => Some(WatchEvent::Modified(object)),
@@ -1667,7 +1726,7 @@ impl WatchState {
             }
             EventKind::Delete => Ok(match previous {
                 Some(mut object) if matched_before => {
-                    object.metadata.resource_version = Some(event.kv.mod_revision.to_string());
+                    object.meta_mut().resource_version = Some(event.kv.mod_revision.to_string());
                     Some(WatchEvent::Deleted(object))
                 }
                 _ => None,

@@ -69,7 +69,6 @@ mod watch;
 use std::fmt;
 use std::marker::PhantomData;
 
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use k8s_openapi::api::autoscaling::v1::Scale;
 use serde::Serialize;
@@ -337,22 +336,14 @@ where
         params: &WatchParams,
         resource_version: &str,
     ) -> Result<BoxStream<'static, WatchEvent<K>>, StatusError> {
-        let events = self
-            .client
-            .watch(
+        self.client
+            .watch_typed::<K>(
                 &self.resource,
                 self.namespace.as_deref(),
                 params,
                 resource_version,
             )
-            .await?;
-        Ok(events
-            .map(|event| {
-                event
-                    .try_map(from_dynamic::<K>)
-                    .unwrap_or_else(|error| WatchEvent::Error(Box::new(error.to_status())))
-            })
-            .boxed())
+            .await
     }
 
     /// The scale of the object (Deployments, ReplicaSets, ReplicationControllers).
