@@ -30,10 +30,12 @@
 //! - [`controllers`]: the reference controllers — ReplicaSet and ReplicationController,
 //!   Deployment, Endpoints, ServiceAccount and tokens, Namespace, the garbage collector — each
 //!   runnable alone or all together in the [`ControllerManager`](controllers::manager::ControllerManager);
+//! - [`scheduler`]: the scheduler's framework and kube-scheduler's filter and score plugins;
 //! - `simulator` (feature `testing`): a whole cluster in one process — store, controllers, a fake
 //!   node agent, faulty watches — on tokio's paused clock, replaying exactly from a seed.
 //!
-//! The scheduler and the node agent come with later issues.
+//! The scheduler's queue, binding loop and remaining plugins, and the node agent, come with later
+//! sessions and issues.
 //!
 //! The only "I/O" here is in-memory: the store backends that touch disks and networks live in
 //! `orchestra-store`, and nothing in this crate spawns a task it does not hand back.
@@ -52,6 +54,7 @@ pub mod patch;
 pub mod quantity;
 pub mod resource;
 pub mod runtime;
+pub mod scheduler;
 pub mod schema;
 pub mod scheme;
 pub mod selector;

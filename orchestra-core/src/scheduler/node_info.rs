@@ -1,0 +1,539 @@
+//! What the scheduler knows of one node: the node, the pods bound to it and what they use.
+//!
+//! [`NodeInfo`] is kube-scheduler's `framework.NodeInfo`, kept up to date incrementally: adding or
+//! removing a pod adjusts the totals by that pod's own amounts, remembered from when it was
+//! added, so no operation rescans the node's pods.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use super::resources::{Resource, pod_non_zero_requests, pod_requests};
+
+/// The wildcard host IP: a host port bound on it conflicts with the same port on every IP.
+pub const WILDCARD_HOST_IP: &str = "0.0.0.0";
+
+/// The protocol of a host port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP, the default when a port names none.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// The protocol of a container port's `protocol` field: `UDP`, `SCTP`, and otherwise TCP
+    /// (the default; validation rejects other values).
+    pub fn parse(protocol: Option<&str>) -> Protocol {
+        match protocol {
+            Some("UDP") => Protocol::Udp,
+            Some("SCTP") => Protocol::Sctp,
+            _ => Protocol::Tcp,
+        }
+    }
+
+    /// The name as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+/// A host port a pod asks for: protocol, host IP (empty means [`WILDCARD_HOST_IP`]) and port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostPort {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The host IP, [`WILDCARD_HOST_IP`] for all.
+    pub host_ip: String,
+    /// The port, always positive.
+    pub port: i32,
+}
+
+/// The host ports a pod's containers ask for (those with a positive `hostPort`), in order.
+///
+/// As in Kubernetes, an empty host IP means [`WILDCARD_HOST_IP`] and an empty protocol TCP.
+pub fn pod_host_ports(pod: &Pod) -> Vec<HostPort> {
+    let mut ports = Vec::new();
+    let Some(spec) = pod.spec.as_ref() else {
+        return ports;
+    };
+    for container in &spec.containers {
+        for port in container.ports.iter().flatten() {
+            let Some(host_port) = port.host_port.filter(|p| *p > 0) else {
+                continue;
+            };
+            let host_ip = match port.host_ip.as_deref() {
+                None | Some("") => WILDCARD_HOST_IP.to_owned(),
+                Some(ip) => ip.to_owned(),
+            };
+            ports.push(HostPort {
+                protocol: Protocol::parse(port.protocol.as_deref()),
+                host_ip,
+                port: host_port,
+            });
+        }
+    }
+    ports
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct PortUse {
+    /// How many bindings of this protocol and port are on the wildcard IP.
+    wildcard: u32,
+    /// How many bindings on each specific IP.
+    ips: BTreeMap<String, u32>,
+}
+
+/// The host ports in use on a node, counted by protocol, port and host IP (Kubernetes'
+/// `HostPortInfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostPortInfo {
+    ports: BTreeMap<(Protocol, i32), PortUse>,
+}
+
+impl HostPortInfo {
+    /// Records one use of `port`.
+    pub fn add(&mut self, port: &HostPort) {
+        let entry = self.ports.entry((port.protocol, port.port)).or_default();
+        if port.host_ip == WILDCARD_HOST_IP {
+            entry.wildcard = entry.wildcard.saturating_add(1);
+        } else {
+            match entry.ips.get_mut(port.host_ip.as_str()) {
+                Some(count) => *count = count.saturating_add(1),
+                None => {
+                    entry.ips.insert(port.host_ip.clone(), 1);
+                }
+            }
+        }
+    }
+
+    /// Forgets one use of `port`.
+    pub fn remove(&mut self, port: &HostPort) {
+        let key = (port.protocol, port.port);
+        let Some(entry) = self.ports.get_mut(&key) else {
+            return;
+        };
+        if port.host_ip == WILDCARD_HOST_IP {
+            entry.wildcard = entry.wildcard.saturating_sub(1);
+        } else if let Some(count) = entry.ips.get_mut(port.host_ip.as_str()) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                entry.ips.remove(port.host_ip.as_str());
+            }
+        }
+        if entry.wildcard == 0 && entry.ips.is_empty() {
+            self.ports.remove(&key);
+        }
+    }
+
+    /// Whether binding `port` on `host_ip` (empty for the wildcard) conflicts with a port in use:
+    /// the same protocol and port on the same IP, or on the wildcard IP, or — when `host_ip` is
+    /// the wildcard — on any IP.
+    pub fn conflicts(&self, protocol: Protocol, host_ip: &str, port: i32) -> bool {
+        if port <= 0 {
+            return false;
+        }
+        let Some(entry) = self.ports.get(&(protocol, port)) else {
+            return false;
+        };
+        if host_ip.is_empty() || host_ip == WILDCARD_HOST_IP {
+            return entry.wildcard > 0 || !entry.ips.is_empty();
+        }
+        entry.wildcard > 0 || entry.ips.contains_key(host_ip)
+    }
+
+    /// Whether no port is in use.
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+}
+
+/// What a node remembers of each of its pods, so that removing the pod undoes exactly what adding
+/// it did.
+#[derive(Clone, Debug)]
+struct PodEntry {
+    requests: Resource,
+    non_zero_milli_cpu: i64,
+    non_zero_memory: i64,
+    ports: Vec<HostPort>,
+}
+
+/// A node and the pods bound (or assumed bound) to it, with the totals the plugins read.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use orchestra_core::k8s::api::core::v1::{Node, Pod};
+/// use orchestra_core::scheduler::node_info::NodeInfo;
+///
+/// let node: Node = serde_json::from_value(serde_json::json!({
+///     "metadata": {"name": "n1"},
+///     "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}
+/// }))?;
+/// let pod: Pod = serde_json::from_value(serde_json::json!({
+///     "metadata": {"name": "p", "namespace": "default"},
+///     "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}
+/// }))?;
+/// let mut info = NodeInfo::new(Arc::new(node));
+/// info.add_pod(&pod);
+/// assert_eq!(info.requested().milli_cpu, 1000);
+/// assert_eq!(info.non_zero_requested().memory, 200 * 1024 * 1024);
+/// assert!(info.remove_pod(&pod));
+/// assert_eq!(info.pod_count(), 0);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    node: Arc<Node>,
+    allocatable: Resource,
+    pods: BTreeMap<String, PodEntry>,
+    requested: Resource,
+    non_zero_requested: Resource,
+    used_ports: HostPortInfo,
+    generation: u64,
+}
+
+/// The key of a pod on its node: `namespace/name`.
+pub fn pod_key(pod: &Pod) -> String {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let mut key = String::with_capacity(namespace.len() + name.len() + 1);
+    key.push_str(namespace);
+    key.push('/');
+    key.push_str(name);
+    key
+}
+
+impl NodeInfo {
+    /// A node with no pods.
+    pub fn new(node: Arc<Node>) -> NodeInfo {
+        let allocatable = allocatable_of(&node);
+        NodeInfo {
+            node,
+            allocatable,
+            pods: BTreeMap::new(),
+            requested: Resource::default(),
+            non_zero_requested: Resource::default(),
+            used_ports: HostPortInfo::default(),
+            generation: 0,
+        }
+    }
+
+    /// Replaces the node object (after an update), keeping the pods.
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        self.allocatable = allocatable_of(&node);
+        self.node = node;
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The node, shared.
+    pub fn node_arc(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The node's name (empty if it has none).
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or("")
+    }
+
+    /// What the node offers to pods (`status.allocatable`).
+    pub fn allocatable(&self) -> &Resource {
+        &self.allocatable
+    }
+
+    /// The sum of its pods' requests ([`pod_requests`]).
+    pub fn requested(&self) -> &Resource {
+        &self.requested
+    }
+
+    /// The sum of its pods' CPU and memory requests counting defaults for missing requests
+    /// ([`pod_non_zero_requests`]); only `milli_cpu` and `memory` are set. Scoring reads this.
+    pub fn non_zero_requested(&self) -> &Resource {
+        &self.non_zero_requested
+    }
+
+    /// The host ports its pods use.
+    pub fn used_ports(&self) -> &HostPortInfo {
+        &self.used_ports
+    }
+
+    /// How many pods are on it.
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// The keys (`namespace/name`) of its pods, in order.
+    pub fn pod_keys(&self) -> impl Iterator<Item = &str> {
+        self.pods.keys().map(String::as_str)
+    }
+
+    /// Whether the pod with this key (`namespace/name`) is on it.
+    pub fn has_pod(&self, key: &str) -> bool {
+        self.pods.contains_key(key)
+    }
+
+    /// A counter bumped by every change, so that a snapshot can tell which nodes changed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Adds a pod (or replaces the pod with the same `namespace/name`), adjusting the totals.
+    pub fn add_pod(&mut self, pod: &Pod) {
+        let key = pod_key(pod);
+        self.remove_key(&key);
+        let non_zero = pod_non_zero_requests(pod);
+        let entry = PodEntry {
+            requests: pod_requests(pod),
+            non_zero_milli_cpu: non_zero.milli_cpu,
+            non_zero_memory: non_zero.memory,
+            ports: pod_host_ports(pod),
+        };
+        self.requested.add(&entry.requests);
+        self.non_zero_requested.milli_cpu = self
+            .non_zero_requested
+            .milli_cpu
+            .saturating_add(entry.non_zero_milli_cpu);
+        self.non_zero_requested.memory = self
+            .non_zero_requested
+            .memory
+            .saturating_add(entry.non_zero_memory);
+        for port in &entry.ports {
+            self.used_ports.add(port);
+        }
+        self.pods.insert(key, entry);
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Removes a pod by its `namespace/name`, undoing what adding it did (whatever the pod object
+    /// looks like now). Returns whether it was there.
+    pub fn remove_pod(&mut self, pod: &Pod) -> bool {
+        self.remove_key(&pod_key(pod))
+    }
+
+    /// Removes the pod with key `namespace/name`. Returns whether it was there.
+    pub fn remove_key(&mut self, key: &str) -> bool {
+        let Some(entry) = self.pods.remove(key) else {
+            return false;
+        };
+        self.requested.sub(&entry.requests);
+        self.non_zero_requested.milli_cpu = self
+            .non_zero_requested
+            .milli_cpu
+            .saturating_sub(entry.non_zero_milli_cpu);
+        self.non_zero_requested.memory = self
+            .non_zero_requested
+            .memory
+            .saturating_sub(entry.non_zero_memory);
+        for port in &entry.ports {
+            self.used_ports.remove(port);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        true
+    }
+}
+
+fn allocatable_of(node: &Node) -> Resource {
+    node.status
+        .as_ref()
+        .and_then(|status| status.allocatable.as_ref())
+        .map(Resource::from_list)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node() -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "n1"},
+                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110", "example.com/gpu": "2"}}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn pod(name: &str, containers: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"containers": containers}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn add_and_remove_are_inverse() {
+        let mut info = NodeInfo::new(node());
+        assert_eq!(info.allocatable().milli_cpu, 4000);
+        assert_eq!(info.allocatable().allowed_pods, 110);
+        assert_eq!(info.allocatable().get("example.com/gpu"), 2);
+        let a = pod(
+            "a",
+            json!([{"name": "c", "resources": {"requests": {"cpu": "1", "example.com/gpu": "1"}},
+            "ports": [{"containerPort": 80, "hostPort": 8080}]}]),
+        );
+        let b = pod("b", json!([{"name": "c"}]));
+        info.add_pod(&a);
+        info.add_pod(&b);
+        assert_eq!(info.pod_count(), 2);
+        assert_eq!(info.requested().milli_cpu, 1000);
+        assert_eq!(info.requested().get("example.com/gpu"), 1);
+        assert_eq!(info.non_zero_requested().milli_cpu, 1100);
+        assert!(info.used_ports().conflicts(Protocol::Tcp, "", 8080));
+        assert_eq!(info.pod_keys().collect::<Vec<_>>(), ["ns/a", "ns/b"]);
+        // Re-adding replaces rather than double counts.
+        info.add_pod(&a);
+        assert_eq!(info.requested().milli_cpu, 1000);
+        assert!(info.remove_pod(&a));
+        assert!(!info.remove_pod(&a));
+        assert_eq!(info.requested(), &Resource::default());
+        assert_eq!(info.non_zero_requested().milli_cpu, 100);
+        assert!(info.used_ports().is_empty());
+        assert!(info.remove_key("ns/b"));
+        assert_eq!(info.non_zero_requested(), &Resource::default());
+    }
+
+    #[test]
+    fn host_port_conflicts() {
+        let mut ports = HostPortInfo::default();
+        let specific = HostPort {
+            protocol: Protocol::Tcp,
+            host_ip: "127.0.0.1".into(),
+            port: 80,
+        };
+        ports.add(&specific);
+        // Same IP, same protocol: conflict; other protocol: none.
+        assert!(ports.conflicts(Protocol::Tcp, "127.0.0.1", 80));
+        assert!(!ports.conflicts(Protocol::Udp, "127.0.0.1", 80));
+        // Another specific IP: none; the wildcard: conflict.
+        assert!(!ports.conflicts(Protocol::Tcp, "127.0.0.2", 80));
+        assert!(ports.conflicts(Protocol::Tcp, "0.0.0.0", 80));
+        assert!(ports.conflicts(Protocol::Tcp, "", 80));
+        assert!(!ports.conflicts(Protocol::Tcp, "127.0.0.1", 81));
+        ports.remove(&specific);
+        assert!(ports.is_empty());
+        // A wildcard binding conflicts with every IP.
+        let wildcard = HostPort {
+            protocol: Protocol::Udp,
+            host_ip: WILDCARD_HOST_IP.into(),
+            port: 53,
+        };
+        ports.add(&wildcard);
+        ports.add(&wildcard);
+        assert!(ports.conflicts(Protocol::Udp, "10.0.0.1", 53));
+        ports.remove(&wildcard);
+        assert!(ports.conflicts(Protocol::Udp, "10.0.0.1", 53));
+        ports.remove(&wildcard);
+        assert!(!ports.conflicts(Protocol::Udp, "10.0.0.1", 53));
+        assert!(!ports.conflicts(Protocol::Udp, "10.0.0.1", 0));
+    }
+
+    #[test]
+    fn host_ports_of_a_pod() {
+        let p = pod(
+            "a",
+            json!([{"name": "c", "ports": [
+                {"containerPort": 80},
+                {"containerPort": 81, "hostPort": 0},
+                {"containerPort": 82, "hostPort": 9000, "protocol": "UDP", "hostIP": "10.0.0.1"},
+                {"containerPort": 83, "hostPort": 9001, "hostIP": ""}
+            ]}]),
+        );
+        let ports = pod_host_ports(&p);
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            ports[0],
+            HostPort {
+                protocol: Protocol::Udp,
+                host_ip: "10.0.0.1".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(ports[1].host_ip, WILDCARD_HOST_IP);
+        assert_eq!(ports[1].protocol.as_str(), "TCP");
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_pod() -> impl Strategy<Value = (usize, Pod)> {
+            (
+                0..6_usize,
+                proptest::option::of(0..4000_i64),
+                proptest::option::of(0..4096_i64),
+                0..3_i64,
+                proptest::option::of((0..2_usize, 0..3_usize, 1..4_i32)),
+            )
+                .prop_map(|(name, cpu, memory, gpu, port)| {
+                    let mut requests = serde_json::Map::new();
+                    if let Some(cpu) = cpu {
+                        requests.insert("cpu".into(), json!(format!("{cpu}m")));
+                    }
+                    if let Some(memory) = memory {
+                        requests.insert("memory".into(), json!(format!("{memory}Mi")));
+                    }
+                    if gpu > 0 {
+                        requests.insert("example.com/gpu".into(), json!(gpu.to_string()));
+                    }
+                    let ports = match port {
+                        None => json!([]),
+                        Some((protocol, ip, port)) => {
+ let protocol_name = ["TCP", "UDP"][protocol];
+ let host_ip = ["", "10.0.0.1", "10.0.0.2"][ip];
+ json!([{
+                            "containerPort": 1,
+                            "hostPort": port,
+                            "protocol": protocol_name,
+                            "hostIP": host_ip
+                        }])
+                        }
+                    };
+                    (name, pod(&format!("p{name}"), json!([{"name": "c", "resources": {"requests": requests}, "ports": ports}])))
+                })
+        }
+
+        proptest! {
+            /// Any sequence of adds and removes leaves the same totals as adding the pods that
+            /// remain to a fresh node.
+            #[test]
+            fn incremental_equals_recomputed(ops in proptest::collection::vec((any::<bool>(), arb_pod()), 0..40)) {
+                let mut info = NodeInfo::new(node());
+                let mut model: BTreeMap<usize, Pod> = BTreeMap::new();
+                for (add, (name, p)) in ops {
+                    if add {
+                        info.add_pod(&p);
+                        model.insert(name, p);
+                    } else {
+                        prop_assert_eq!(info.remove_pod(&p), model.remove(&name).is_some());
+                    }
+                }
+                let mut fresh = NodeInfo::new(node());
+                for p in model.values() {
+                    fresh.add_pod(p);
+                }
+                prop_assert_eq!(info.requested(), fresh.requested());
+                prop_assert_eq!(info.non_zero_requested(), fresh.non_zero_requested());
+                prop_assert_eq!(info.used_ports(), fresh.used_ports());
+                prop_assert!(info.pod_keys().eq(fresh.pod_keys()));
+            }
+        }
+    }
+}
