@@ -105,6 +105,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use super::pods;
+
 use crate::api::{Api, Client, DeleteParams, ListParams, PostParams};
 use crate::resource::Resource;
 use crate::runtime::controller::Controller;
@@ -436,45 +438,9 @@ fn is_headless(service: &Service) -> bool {
         == Some("None")
 }
 
-/// Whether a pod's `Ready` condition is `True` (Kubernetes' `IsPodReady`).
-///
-/// # Examples
-///
-/// ```
-/// use orchestra_core::controllers::endpoints::is_pod_ready;
-/// use orchestra_core::k8s::api::core::v1::{Pod, PodCondition, PodStatus};
-///
-/// let mut pod = Pod::default();
-/// assert!(!is_pod_ready(&pod));
-/// pod.status = Some(PodStatus {
-///     conditions: Some(vec![PodCondition {
-///         type_: "Ready".into(),
-///         status: "True".into(),
-///         ..PodCondition::default()
-///     }]),
-///     ..PodStatus::default()
-/// });
-/// assert!(is_pod_ready(&pod));
-/// ```
-pub fn is_pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|condition| condition.type_ == "Ready" && condition.status == "True")
-        })
-}
-
 /// Whether a pod has finished (phase `Succeeded` or `Failed`).
 fn is_pod_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status
-            .as_ref()
-            .and_then(|status| status.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+    matches!(pods::phase(pod), "Succeeded" | "Failed")
 }
 
 /// Whether a pod belongs in endpoints at all (Kubernetes' `ShouldPodBeInEndpoints`): it has not
@@ -696,7 +662,7 @@ pub fn endpoint_subsets<'a>(
         if should_set_hostname(pod, service) {
             address.hostname = pod.spec.as_ref().and_then(|spec| spec.hostname.clone());
         }
-        let ready = publish_not_ready || is_pod_ready(pod);
+        let ready = publish_not_ready || pods::is_ready(pod);
         let subset = |address: EndpointAddress, ports: Option<Vec<EndpointPort>>| {
             if ready {
                 EndpointSubset {
