@@ -18,9 +18,12 @@
 //! - [`plugins`]: kube-scheduler's built-in filter and score plugins NodeName, NodeUnschedulable,
 //!   NodeResourcesFit (LeastAllocated and MostAllocated), NodeResourcesBalancedAllocation,
 //!   NodePorts, NodeAffinity and TaintToleration, and the default profile built from them.
+//! - [`queue`]: the scheduling queue, [`PriorityQueue`](queue::PriorityQueue): pending pods in
+//!   priority order, back-off after failures, unschedulable pods parked until a cluster event
+//!   may help them.
 //!
-//! What comes next: the scheduling loop itself — the queue of pending pods (priority order,
-//! back-off, re-queue on cluster events), the snapshot of node infos maintained from informers,
+//! What comes next: the scheduling loop itself — fed by informers into the queue, the snapshot
+//! of node infos maintained from informers,
 //! `percentageOfNodesToScore`, Reserve/Bind through the binding subresource, events and the
 //! `PodScheduled` condition — then the InterPodAffinity and PodTopologySpread plugins and
 //! preemption.
@@ -28,4 +31,5 @@
 pub mod framework;
 pub mod node_info;
 pub mod plugins;
+pub mod queue;
 pub mod resources;
