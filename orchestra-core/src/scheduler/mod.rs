@@ -12,6 +12,9 @@
 //!   containers, sidecars and overhead;
 //! - [`node_info`]: [`NodeInfo`](node_info::NodeInfo), a node with its pods, requested resources
 //!   and host ports, updated incrementally;
+//! - [`cache`]: [`SchedulerCache`](cache::SchedulerCache), the nodes and the assigned and
+//!   assumed pods maintained from informers, and the per-cycle [`Snapshot`](cache::Snapshot) of
+//!   node infos, updated by copying only the nodes that changed;
 //! - [`framework`]: the extension points as traits ([`FilterPlugin`](framework::FilterPlugin),
 //!   [`ScorePlugin`](framework::ScorePlugin), ...), [`Status`](framework::Status),
 //!   [`CycleState`](framework::CycleState) and [`Profile`](framework::Profile);
@@ -22,12 +25,12 @@
 //!   priority order, back-off after failures, unschedulable pods parked until a cluster event
 //!   may help them.
 //!
-//! What comes next: the scheduling loop itself — fed by informers into the queue, the snapshot
-//! of node infos maintained from informers,
+//! What comes next: the scheduling loop itself — fed by informers into the queue and the cache,
 //! `percentageOfNodesToScore`, Reserve/Bind through the binding subresource, events and the
 //! `PodScheduled` condition — then the InterPodAffinity and PodTopologySpread plugins and
 //! preemption.
 
+pub mod cache;
 pub mod framework;
 pub mod node_info;
 pub mod plugins;
