@@ -378,6 +378,55 @@ fn usable(selector: Selector) -> Result<Selector, String> {
     }
 }
 
+/// The [`ReplicaOwner`] methods whose code is the same for ReplicaSets and
+/// ReplicationControllers: their specs and statuses are different types with the same fields.
+macro_rules! replica_owner_fields {
+    () => {
+        fn replicas(&self) -> i32 {
+            self.spec
+                .as_ref()
+                .and_then(|spec| spec.replicas)
+                .unwrap_or(1)
+        }
+
+        fn template(&self) -> Option<&PodTemplateSpec> {
+            self.spec.as_ref()?.template.as_ref()
+        }
+
+        fn min_ready_seconds(&self) -> i32 {
+            self.spec
+                .as_ref()
+                .and_then(|spec| spec.min_ready_seconds)
+                .unwrap_or(0)
+        }
+
+        fn replica_status(&self) -> ReplicaStatus {
+            let Some(status) = &self.status else {
+                return ReplicaStatus::default();
+            };
+            ReplicaStatus {
+                replicas: status.replicas,
+                fully_labeled: status.fully_labeled_replicas.unwrap_or(0),
+                ready: status.ready_replicas.unwrap_or(0),
+                available: status.available_replicas.unwrap_or(0),
+                observed_generation: status.observed_generation,
+                conditions: status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .map(|condition| Condition {
+                        type_: condition.type_.clone(),
+                        status: condition.status.clone(),
+                        reason: condition.reason.clone(),
+                        message: condition.message.clone(),
+                        last_transition_time: condition.last_transition_time.clone(),
+                    })
+                    .collect(),
+            }
+        }
+    };
+}
+
 impl ReplicaOwner for ReplicaSet {
     fn selector(&self) -> Result<Selector, String> {
         Selector::from_label_selector(self.spec.as_ref().map(|spec| &spec.selector))
@@ -385,48 +434,7 @@ impl ReplicaOwner for ReplicaSet {
             .and_then(usable)
     }
 
-    fn replicas(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|spec| spec.replicas)
-            .unwrap_or(1)
-    }
-
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref()?.template.as_ref()
-    }
-
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|spec| spec.min_ready_seconds)
-            .unwrap_or(0)
-    }
-
-    fn replica_status(&self) -> ReplicaStatus {
-        let Some(status) = &self.status else {
-            return ReplicaStatus::default();
-        };
-        ReplicaStatus {
-            replicas: status.replicas,
-            fully_labeled: status.fully_labeled_replicas.unwrap_or(0),
-            ready: status.ready_replicas.unwrap_or(0),
-            available: status.available_replicas.unwrap_or(0),
-            observed_generation: status.observed_generation,
-            conditions: status
-                .conditions
-                .iter()
-                .flatten()
-                .map(|condition| Condition {
-                    type_: condition.type_.clone(),
-                    status: condition.status.clone(),
-                    reason: condition.reason.clone(),
-                    message: condition.message.clone(),
-                    last_transition_time: condition.last_transition_time.clone(),
-                })
-                .collect(),
-        }
-    }
+    replica_owner_fields!();
 
     fn set_replica_status(&mut self, status: ReplicaStatus) {
         let terminating = self
@@ -474,48 +482,7 @@ impl ReplicaOwner for ReplicationController {
             .and_then(usable)
     }
 
-    fn replicas(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|spec| spec.replicas)
-            .unwrap_or(1)
-    }
-
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref()?.template.as_ref()
-    }
-
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|spec| spec.min_ready_seconds)
-            .unwrap_or(0)
-    }
-
-    fn replica_status(&self) -> ReplicaStatus {
-        let Some(status) = &self.status else {
-            return ReplicaStatus::default();
-        };
-        ReplicaStatus {
-            replicas: status.replicas,
-            fully_labeled: status.fully_labeled_replicas.unwrap_or(0),
-            ready: status.ready_replicas.unwrap_or(0),
-            available: status.available_replicas.unwrap_or(0),
-            observed_generation: status.observed_generation,
-            conditions: status
-                .conditions
-                .iter()
-                .flatten()
-                .map(|condition| Condition {
-                    type_: condition.type_.clone(),
-                    status: condition.status.clone(),
-                    reason: condition.reason.clone(),
-                    message: condition.message.clone(),
-                    last_transition_time: condition.last_transition_time.clone(),
-                })
-                .collect(),
-        }
-    }
+    replica_owner_fields!();
 
     fn set_replica_status(&mut self, status: ReplicaStatus) {
         self.status = Some(ReplicationControllerStatus {
