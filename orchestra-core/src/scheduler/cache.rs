@@ -170,7 +170,7 @@ struct NodeEntry {
 /// A pod in the cache.
 #[derive(Debug)]
 struct PodState {
-    pod: Pod,
+    pod: Arc<Pod>,
     node: String,
     assumed: bool,
     binding_finished: bool,
@@ -269,7 +269,7 @@ impl Inner {
     }
 
     /// Adds (or replaces) `pod` on node `node`, creating a node-less entry if needed.
-    fn add_to_node(&mut self, pod: &Pod, node: &str) {
+    fn add_to_node(&mut self, pod: Arc<Pod>, node: &str) {
         let entry = self
             .nodes
             .entry(node.to_owned())
@@ -278,7 +278,7 @@ impl Inner {
                 has_node: false,
                 generation: 0,
             });
-        Arc::make_mut(&mut entry.info).add_pod(pod);
+        Arc::make_mut(&mut entry.info).add_pod_arc(pod);
         self.bump(node);
     }
 
@@ -388,12 +388,13 @@ impl SchedulerCache {
         if inner.pods.contains_key(&key) {
             return Err(CacheError::AlreadyInCache { pod: key });
         }
-        inner.add_to_node(pod, node);
+        let shared = Arc::new(pod.clone());
+        inner.add_to_node(shared.clone(), node);
         inner.assumed.insert(key.clone());
         inner.pods.insert(
             key,
             PodState {
-                pod: pod.clone(),
+                pod: shared,
                 node: node.to_owned(),
                 assumed: true,
                 binding_finished: false,
@@ -469,12 +470,13 @@ impl SchedulerCache {
         if let Some(previous) = previous.filter(|previous| previous != node) {
             inner.remove_from_node(&key, &previous);
         }
-        inner.add_to_node(pod, node);
+        let shared = Arc::new(pod.clone());
+        inner.add_to_node(shared.clone(), node);
         inner.assumed.remove(&key);
         inner.pods.insert(
             key,
             PodState {
-                pod: pod.clone(),
+                pod: shared,
                 node: node.to_owned(),
                 assumed: false,
                 binding_finished: false,
@@ -508,9 +510,10 @@ impl SchedulerCache {
                 pod: key,
             });
         }
-        inner.add_to_node(pod, node);
+        let shared = Arc::new(pod.clone());
+        inner.add_to_node(shared.clone(), node);
         if let Some(state) = inner.pods.get_mut(&key) {
-            state.pod = pod.clone();
+            state.pod = shared;
         }
         Ok(())
     }
@@ -575,7 +578,7 @@ impl SchedulerCache {
         self.lock()
             .pods
             .get(&pod_key(pod))
-            .map(|state| state.pod.clone())
+            .map(|state| Pod::clone(&state.pod))
     }
 
     /// The node info of node `name`, including a node-less entry (a removed node with pods left),

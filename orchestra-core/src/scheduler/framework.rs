@@ -62,7 +62,7 @@
 //!     "spec": {"containers": []}
 //! }))?;
 //! let mut state = CycleState::new();
-//! assert!(profile.run_pre_filter(&mut state, &pod).is_success());
+//! assert!(profile.run_pre_filter(&mut state, &pod, &[]).is_success());
 //! let status = profile.run_filter(&state, &pod, &NodeInfo::new(Arc::new(node)));
 //! assert_eq!(status.code, Code::Unschedulable);
 //! assert_eq!(status.plugin, "SsdOnly");
@@ -303,7 +303,10 @@ pub trait PreFilterPlugin: Plugin {
     /// Computes what this plugin's Filter needs into `state`. Returns [`Status::SUCCESS`] to go
     /// on, a rejection to make the pod unschedulable on every node, or [`Code::Skip`] when the
     /// plugin's Filter has nothing to check for this pod (it is then not called).
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod) -> Status;
+    ///
+    /// `nodes` are all the nodes of the cycle's snapshot, for plugins whose filter depends on
+    /// pods elsewhere in the cluster (inter-pod affinity, topology spread).
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, nodes: &[Arc<NodeInfo>]) -> Status;
 }
 
 /// The Filter extension point: may the pod run on this node?
@@ -321,7 +324,16 @@ pub trait FilterPlugin: Plugin {
 pub trait PreScorePlugin: Plugin {
     /// Computes what this plugin's Score needs into `state`, or returns [`Code::Skip`] when it
     /// has nothing to score for this pod (its Score is then not called).
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Status;
+    ///
+    /// `feasible` are the nodes that passed the filters and will be scored; `all` are all the
+    /// nodes of the cycle's snapshot.
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        feasible: &[&NodeInfo],
+        all: &[Arc<NodeInfo>],
+    ) -> Status;
 }
 
 /// A node's score from one plugin, by the node's position in the list being scored.
@@ -409,6 +421,14 @@ pub struct Profile {
     pub pre_score: Vec<Arc<dyn PreScorePlugin>>,
     /// The Score plugins with their weights.
     pub score: Vec<WeightedScorePlugin>,
+    /// The PostFilter plugins (preemption), run when no node passes the filters.
+    pub post_filter: Vec<Arc<dyn PostFilterPlugin>>,
+    /// The Reserve plugins, run in order once a node is chosen (and unreserved in reverse order
+    /// if the pod does not get bound).
+    pub reserve: Vec<Arc<dyn ReservePlugin>>,
+    /// The Bind plugins, asked in order until one does not skip. The scheduler adds its
+    /// default binder (the `pods/binding` subresource) after them.
+    pub bind: Vec<Arc<dyn BindPlugin>>,
 }
 
 impl Profile {
@@ -420,6 +440,9 @@ impl Profile {
             filter: Vec::new(),
             pre_score: Vec::new(),
             score: Vec::new(),
+            post_filter: Vec::new(),
+            reserve: Vec::new(),
+            bind: Vec::new(),
         }
     }
 
@@ -447,11 +470,35 @@ impl Profile {
         self
     }
 
-    /// Runs the PreFilter plugins in order. Returns the first status that is neither success
-    /// nor skip; a plugin that returns [`Code::Skip`] has its Filter skipped for the cycle.
-    pub fn run_pre_filter(&self, state: &mut CycleState, pod: &Pod) -> Status {
+    /// Adds a PostFilter plugin.
+    pub fn with_post_filter(mut self, plugin: Arc<dyn PostFilterPlugin>) -> Profile {
+        self.post_filter.push(plugin);
+        self
+    }
+
+    /// Adds a Reserve plugin.
+    pub fn with_reserve(mut self, plugin: Arc<dyn ReservePlugin>) -> Profile {
+        self.reserve.push(plugin);
+        self
+    }
+
+    /// Adds a Bind plugin.
+    pub fn with_bind(mut self, plugin: Arc<dyn BindPlugin>) -> Profile {
+        self.bind.push(plugin);
+        self
+    }
+
+    /// Runs the PreFilter plugins in order, over all the snapshot's `nodes`. Returns the first
+    /// status that is neither success nor skip; a plugin that returns [`Code::Skip`] has its
+    /// Filter skipped for the cycle.
+    pub fn run_pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        nodes: &[Arc<NodeInfo>],
+    ) -> Status {
         for plugin in &self.pre_filter {
-            let status = plugin.pre_filter(state, pod);
+            let status = plugin.pre_filter(state, pod, nodes);
             match status.code {
                 Code::Success => {}
                 Code::Skip => {
@@ -478,11 +525,18 @@ impl Profile {
         Status::SUCCESS
     }
 
-    /// Runs the PreScore plugins in order (a plugin returning [`Code::Skip`] has its Score
-    /// skipped). Returns the first status that is neither success nor skip.
-    pub fn run_pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Status {
+    /// Runs the PreScore plugins in order over the `feasible` nodes (a plugin returning
+    /// [`Code::Skip`] has its Score skipped). Returns the first status that is neither success
+    /// nor skip.
+    pub fn run_pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        feasible: &[&NodeInfo],
+        all: &[Arc<NodeInfo>],
+    ) -> Status {
         for plugin in &self.pre_score {
-            let status = plugin.pre_score(state, pod, nodes);
+            let status = plugin.pre_score(state, pod, feasible, all);
             match status.code {
                 Code::Success => {}
                 Code::Skip => {
@@ -531,6 +585,89 @@ impl Profile {
         }
         Ok(totals)
     }
+
+    /// Runs the Reserve plugins in order for `pod` on `node`. When one fails, the ones before it
+    /// are unreserved in reverse order and its status is returned.
+    pub fn run_reserve(&self, state: &mut CycleState, pod: &Pod, node: &str) -> Status {
+        for (index, plugin) in self.reserve.iter().enumerate() {
+            let status = plugin.reserve(state, pod, node);
+            if !status.is_success() {
+                for earlier in self.reserve[..index].iter().rev() {
+                    earlier.unreserve(state, pod, node);
+                }
+                return with_plugin(status, plugin.name());
+            }
+        }
+        Status::SUCCESS
+    }
+
+    /// Runs every Reserve plugin's Unreserve, in reverse order.
+    pub fn run_unreserve(&self, state: &mut CycleState, pod: &Pod, node: &str) {
+        for plugin in self.reserve.iter().rev() {
+            plugin.unreserve(state, pod, node);
+        }
+    }
+}
+
+/// What a PostFilter plugin did for a pod that fits no node.
+#[derive(Clone, Debug, Default)]
+pub struct PostFilterResult {
+    /// The node the pod is nominated to (its `status.nominatedNodeName`) once the victims are
+    /// gone.
+    pub nominated_node: String,
+    /// The pods to delete (gracefully) to make room for it.
+    pub victims: Vec<Arc<Pod>>,
+}
+
+/// What a PostFilter plugin is given: the profile (to re-run its filters on what-if nodes), all
+/// the nodes of the snapshot, and why each node was rejected.
+#[derive(Debug)]
+pub struct PostFilterContext<'a> {
+    /// The profile being run.
+    pub profile: &'a Profile,
+    /// All the nodes of the cycle's snapshot.
+    pub nodes: &'a [Arc<NodeInfo>],
+    /// The status each rejected node got from the filters, by node name.
+    pub statuses: &'a BTreeMap<String, Status>,
+}
+
+/// The PostFilter extension point: runs when no node passed the filters, to make one pass
+/// (kube-scheduler's DefaultPreemption).
+pub trait PostFilterPlugin: Plugin {
+    /// Finds a node the pod could run on after some change (victims evicted), or returns a
+    /// rejection saying why there is none.
+    ///
+    /// # Errors
+    ///
+    /// An unschedulable status when nothing can be done, an error status when something broke.
+    fn post_filter(
+        &self,
+        state: &CycleState,
+        pod: &Pod,
+        context: &PostFilterContext<'_>,
+    ) -> Result<PostFilterResult, Status>;
+}
+
+/// The Reserve extension point: told when the scheduler has chosen a node for a pod and counts
+/// it there, before binding, so that plugins keeping their own accounts can update them.
+pub trait ReservePlugin: Plugin {
+    /// Reserves `node` for `pod`. A failure makes the cycle fail.
+    fn reserve(&self, state: &mut CycleState, pod: &Pod, node: &str) -> Status;
+    /// Undoes [`reserve`](ReservePlugin::reserve): the pod will not be bound to `node`. Must be
+    /// idempotent and must not fail.
+    fn unreserve(&self, state: &mut CycleState, pod: &Pod, node: &str);
+}
+
+/// A boxed future, for the asynchronous extension point [`BindPlugin`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The Bind extension point: records the pod's placement, normally through the API's
+/// `pods/binding` subresource.
+pub trait BindPlugin: Plugin {
+    /// Binds `pod` to `node`. Returns [`Code::Skip`] to leave the pod to the next bind plugin,
+    /// success when bound, and anything else when binding failed (the pod is then forgotten and
+    /// retried).
+    fn bind<'a>(&'a self, pod: &'a Pod, node: &'a str) -> BoxFuture<'a, Status>;
 }
 
 fn with_plugin(mut status: Status, plugin: &'static str) -> Status {

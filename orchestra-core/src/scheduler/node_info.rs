@@ -160,6 +160,7 @@ impl HostPortInfo {
 /// it did.
 #[derive(Clone, Debug)]
 struct PodEntry {
+    pod: Arc<Pod>,
     requests: Resource,
     non_zero_milli_cpu: i64,
     non_zero_memory: i64,
@@ -200,7 +201,35 @@ pub struct NodeInfo {
     requested: Resource,
     non_zero_requested: Resource,
     used_ports: HostPortInfo,
+    /// How many of its pods have (required or preferred) pod affinity or anti-affinity.
+    pods_with_affinity: usize,
+    /// How many of its pods have required pod anti-affinity.
+    pods_with_required_anti_affinity: usize,
     generation: u64,
+}
+
+/// Whether the pod has any pod affinity or anti-affinity term (Kubernetes' `PodsWithAffinity`).
+pub fn has_pod_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|spec| spec.affinity.as_ref())
+        .is_some_and(|affinity| {
+            affinity.pod_affinity.is_some() || affinity.pod_anti_affinity.is_some()
+        })
+}
+
+/// Whether the pod has a required pod anti-affinity term (Kubernetes'
+/// `PodsWithRequiredAntiAffinity`).
+pub fn has_required_anti_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|spec| spec.affinity.as_ref())
+        .and_then(|affinity| affinity.pod_anti_affinity.as_ref())
+        .and_then(|anti| {
+            anti.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .is_some_and(|terms| !terms.is_empty())
 }
 
 /// The key of a pod on its node: `namespace/name`.
@@ -225,6 +254,8 @@ impl NodeInfo {
             requested: Resource::default(),
             non_zero_requested: Resource::default(),
             used_ports: HostPortInfo::default(),
+            pods_with_affinity: 0,
+            pods_with_required_anti_affinity: 0,
             generation: 0,
         }
     }
@@ -282,6 +313,27 @@ impl NodeInfo {
         self.pods.keys().map(String::as_str)
     }
 
+    /// Its pods, in key order.
+    pub fn pods(&self) -> impl Iterator<Item = &Arc<Pod>> {
+        self.pods.values().map(|entry| &entry.pod)
+    }
+
+    /// The pod with this key (`namespace/name`), if it is on the node.
+    pub fn pod(&self, key: &str) -> Option<&Arc<Pod>> {
+        self.pods.get(key).map(|entry| &entry.pod)
+    }
+
+    /// How many of its pods have pod affinity or anti-affinity terms ([`has_pod_affinity`]).
+    pub fn pods_with_affinity(&self) -> usize {
+        self.pods_with_affinity
+    }
+
+    /// How many of its pods have required pod anti-affinity terms
+    /// ([`has_required_anti_affinity`]).
+    pub fn pods_with_required_anti_affinity(&self) -> usize {
+        self.pods_with_required_anti_affinity
+    }
+
     /// Whether the pod with this key (`namespace/name`) is on it.
     pub fn has_pod(&self, key: &str) -> bool {
         self.pods.contains_key(key)
@@ -293,15 +345,29 @@ impl NodeInfo {
     }
 
     /// Adds a pod (or replaces the pod with the same `namespace/name`), adjusting the totals.
+    /// Keeps a copy of the pod; [`add_pod_arc`](NodeInfo::add_pod_arc) shares one instead.
     pub fn add_pod(&mut self, pod: &Pod) {
-        let key = pod_key(pod);
+        self.add_pod_arc(Arc::new(pod.clone()));
+    }
+
+    /// Adds a shared pod (or replaces the pod with the same `namespace/name`), adjusting the
+    /// totals.
+    pub fn add_pod_arc(&mut self, pod: Arc<Pod>) {
+        let key = pod_key(&pod);
         self.remove_key(&key);
-        let non_zero = pod_non_zero_requests(pod);
+        let non_zero = pod_non_zero_requests(&pod);
+        if has_pod_affinity(&pod) {
+            self.pods_with_affinity += 1;
+        }
+        if has_required_anti_affinity(&pod) {
+            self.pods_with_required_anti_affinity += 1;
+        }
         let entry = PodEntry {
-            requests: pod_requests(pod),
+            requests: pod_requests(&pod),
             non_zero_milli_cpu: non_zero.milli_cpu,
             non_zero_memory: non_zero.memory,
-            ports: pod_host_ports(pod),
+            ports: pod_host_ports(&pod),
+            pod,
         };
         self.requested.add(&entry.requests);
         self.non_zero_requested.milli_cpu = self
@@ -330,6 +396,13 @@ impl NodeInfo {
         let Some(entry) = self.pods.remove(key) else {
             return false;
         };
+        if has_pod_affinity(&entry.pod) {
+            self.pods_with_affinity = self.pods_with_affinity.saturating_sub(1);
+        }
+        if has_required_anti_affinity(&entry.pod) {
+            self.pods_with_required_anti_affinity =
+                self.pods_with_required_anti_affinity.saturating_sub(1);
+        }
         self.requested.sub(&entry.requests);
         self.non_zero_requested.milli_cpu = self
             .non_zero_requested

@@ -1,5 +1,7 @@
 //! NodeResourcesBalancedAllocation: favours nodes whose resources would be used evenly.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Pod;
 
 use super::node_resources_fit::{
@@ -41,7 +43,13 @@ impl Plugin for BalancedAllocation {
 }
 
 impl PreScorePlugin for BalancedAllocation {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _feasible: &[&NodeInfo],
+        _all: &[Arc<NodeInfo>],
+    ) -> Status {
         let requests = pod_request_list(pod, &self.resources, true);
         if requests.iter().all(|r| *r == 0) {
             return Status::skip(NAME);
@@ -121,7 +129,7 @@ mod tests {
             .with_pre_score(plugin.clone())
             .with_score(plugin, 1);
         let mut state = CycleState::new();
-        assert!(profile.run_pre_score(&mut state, p, &refs).is_success());
+        assert!(profile.run_pre_score(&mut state, p, &refs, &[]).is_success());
         profile
             .run_score(&state, p, &refs)
             .unwrap()
@@ -170,6 +178,7 @@ mod tests {
         let status = BalancedAllocation::default().pre_score(
             &mut state,
             &pod(json!({"containers": [{"name": "c"}]})),
+            &[],
             &[],
         );
         assert_eq!(status.code, Code::Skip);

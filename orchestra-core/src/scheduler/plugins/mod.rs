@@ -61,7 +61,7 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 ///
 /// let profile = default_profile();
 /// let mut state = CycleState::new();
-/// assert!(profile.run_pre_filter(&mut state, &pod).is_success());
+/// assert!(profile.run_pre_filter(&mut state, &pod, &[]).is_success());
 /// let feasible: Vec<&NodeInfo> = nodes
 ///     .iter()
 ///     .filter(|node| profile.run_filter(&state, &pod, node).is_success())
@@ -135,7 +135,7 @@ mod tests {
             "containers": [{"name": "c", "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}}]
         }));
         let mut state = CycleState::new();
-        assert!(profile.run_pre_filter(&mut state, &p).is_success());
+        assert!(profile.run_pre_filter(&mut state, &p, &[]).is_success());
         // NodePorts has nothing to check for this pod.
         assert!(state.skips_filter(node_ports::NAME));
         let statuses: Vec<_> = nodes
@@ -175,7 +175,7 @@ mod tests {
             .collect();
         assert!(
             profile
-                .run_pre_score(&mut state, &p, &feasible)
+                .run_pre_score(&mut state, &p, &feasible, &[])
                 .is_success()
         );
         // No preferred affinity: NodeAffinity's Score is skipped.

@@ -1,6 +1,8 @@
 //! NodeAffinity: a pod's `nodeSelector` and required node affinity must match the node's labels
 //! (and name), and its preferred node affinity scores nodes.
 
+use std::sync::Arc;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod};
@@ -291,7 +293,12 @@ fn has_required(pod: &Pod) -> bool {
 }
 
 impl PreFilterPlugin for NodeAffinity {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod) -> Status {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _nodes: &[Arc<NodeInfo>],
+    ) -> Status {
         if !has_required(pod) {
             return Status::skip(NAME);
         }
@@ -327,7 +334,13 @@ impl FilterPlugin for NodeAffinity {
 }
 
 impl PreScorePlugin for NodeAffinity {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _feasible: &[&NodeInfo],
+        _all: &[Arc<NodeInfo>],
+    ) -> Status {
         let preferred: Vec<(CompiledTerm, i64)> = pod
             .spec
             .as_ref()
@@ -394,7 +407,7 @@ mod tests {
             .with_pre_filter(plugin.clone())
             .with_filter(plugin);
         let mut state = CycleState::new();
-        let status = profile.run_pre_filter(&mut state, p);
+        let status = profile.run_pre_filter(&mut state, p, &[]);
         if !status.is_success() {
             return status;
         }
@@ -542,7 +555,7 @@ mod tests {
         // Terms that all name nodes restrict the cycle to the union of their names.
         let mut state = CycleState::new();
         let p = required(json!([field("In", "node1"), field("In", "node3")]));
-        assert!(NodeAffinity.pre_filter(&mut state, &p).is_success());
+        assert!(NodeAffinity.pre_filter(&mut state, &p, &[]).is_success());
         assert_eq!(
             state.node_names(),
             Some(&BTreeSet::from(["node1".to_owned(), "node3".to_owned()]))
@@ -552,7 +565,7 @@ mod tests {
             field("In", "node1"),
             expr("foo", "Exists", json!([]))
         ]));
-        assert!(NodeAffinity.pre_filter(&mut state, &p).is_success());
+        assert!(NodeAffinity.pre_filter(&mut state, &p, &[]).is_success());
         assert_eq!(state.node_names(), None);
         // Conflicting names across a term's fields: rejected in PreFilter.
         let conflict = json!([{"matchFields": [
@@ -572,7 +585,7 @@ mod tests {
         let mut state = CycleState::new();
         assert_eq!(
             NodeAffinity
-                .pre_filter(&mut state, &pod(json!({"containers": []})))
+                .pre_filter(&mut state, &pod(json!({"containers": []})), &[])
                 .code,
             Code::Skip
         );
@@ -601,7 +614,7 @@ mod tests {
             .with_pre_score(plugin.clone())
             .with_score(plugin, 2);
         let mut state = CycleState::new();
-        assert!(profile.run_pre_score(&mut state, &p, &refs).is_success());
+        assert!(profile.run_pre_score(&mut state, &p, &refs, &[]).is_success());
         let scores: Vec<i64> = profile
             .run_score(&state, &p, &refs)
             .unwrap()
@@ -614,13 +627,13 @@ mod tests {
         let mut state = CycleState::new();
         assert_eq!(
             NodeAffinity
-                .pre_score(&mut state, &pod(json!({"containers": []})), &refs)
+                .pre_score(&mut state, &pod(json!({"containers": []})), &refs, &[])
                 .code,
             Code::Skip
         );
         assert!(
             profile
-                .run_pre_score(&mut state, &pod(json!({"containers": []})), &refs)
+                .run_pre_score(&mut state, &pod(json!({"containers": []})), &refs, &[])
                 .is_success()
         );
         assert!(state.skips_score(NAME));

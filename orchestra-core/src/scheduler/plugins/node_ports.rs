@@ -1,5 +1,7 @@
 //! NodePorts: a pod's host ports must be free on the node.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::scheduler::framework::{CycleState, FilterPlugin, Plugin, PreFilterPlugin, Status};
@@ -30,7 +32,12 @@ impl Plugin for NodePorts {
 }
 
 impl PreFilterPlugin for NodePorts {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod) -> Status {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _nodes: &[Arc<NodeInfo>],
+    ) -> Status {
         let ports = pod_host_ports(pod);
         if ports.is_empty() {
             return Status::skip(NAME);
@@ -86,7 +93,7 @@ mod tests {
             .with_pre_filter(plugin.clone())
             .with_filter(plugin);
         let mut state = CycleState::new();
-        let status = profile.run_pre_filter(&mut state, p);
+        let status = profile.run_pre_filter(&mut state, p, &[]);
         assert!(status.is_success(), "{status}");
         profile.run_filter(&state, p, n)
     }
@@ -103,7 +110,7 @@ mod tests {
         let mut state = CycleState::new();
         assert_eq!(
             NodePorts
-                .pre_filter(&mut state, &with_ports(json!([])))
+                .pre_filter(&mut state, &with_ports(json!([])), &[])
                 .code,
             Code::Skip
         );

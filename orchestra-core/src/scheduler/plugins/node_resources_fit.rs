@@ -2,6 +2,8 @@
 //! by how much would be allocated (spreading with LeastAllocated, bin packing with
 //! MostAllocated).
 
+use std::sync::Arc;
+
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -204,7 +206,12 @@ struct PreFilterState {
 }
 
 impl PreFilterPlugin for NodeResourcesFit {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod) -> Status {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _nodes: &[Arc<NodeInfo>],
+    ) -> Status {
         state.write(
             PRE_FILTER_KEY,
             PreFilterState {
@@ -321,7 +328,13 @@ pub fn most_requested_score(requested: i64, capacity: i64) -> i64 {
 }
 
 impl PreScorePlugin for NodeResourcesFit {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _feasible: &[&NodeInfo],
+        _all: &[Arc<NodeInfo>],
+    ) -> Status {
         state.write(
             PRE_SCORE_KEY,
             PodRequestList(pod_request_list(pod, &self.resources, false)),
@@ -391,7 +404,7 @@ mod tests {
         let plugin = NodeResourcesFit::default();
         let mut state = CycleState::new();
         let p = pod(spec);
-        assert!(plugin.pre_filter(&mut state, &p).is_success());
+        assert!(plugin.pre_filter(&mut state, &p, &[]).is_success());
         plugin.filter(&state, &p, n)
     }
 
@@ -485,7 +498,7 @@ mod tests {
             json!({"example.com/fpga": "1", "vendor.io/x": "3"}),
         ));
         let mut state = CycleState::new();
-        plugin.pre_filter(&mut state, &p);
+        plugin.pre_filter(&mut state, &p, &[]);
         assert!(plugin.filter(&state, &p, &n).is_success());
         let details = insufficient_resources(
             &pod_requests(&pod(requesting(json!({"cpu": "11m"})))),
@@ -513,7 +526,7 @@ mod tests {
             .with_pre_score(plugin.clone())
             .with_score(plugin, 1);
         let mut state = CycleState::new();
-        assert!(profile.run_pre_score(&mut state, p, &refs).is_success());
+        assert!(profile.run_pre_score(&mut state, p, &refs, &[]).is_success());
         profile
             .run_score(&state, p, &refs)
             .unwrap()

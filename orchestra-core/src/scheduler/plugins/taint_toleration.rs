@@ -1,6 +1,8 @@
 //! TaintToleration: pods go only on nodes whose `NoSchedule` and `NoExecute` taints they
 //! tolerate, and prefer nodes with fewer untolerated `PreferNoSchedule` taints.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 
 use crate::scheduler::framework::{
@@ -115,7 +117,13 @@ struct PreScoreState {
 }
 
 impl PreScorePlugin for TaintToleration {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _feasible: &[&NodeInfo],
+        _all: &[Arc<NodeInfo>],
+    ) -> Status {
         let tolerations = pod_tolerations(pod)
             .iter()
             .filter(|t| {
@@ -253,7 +261,7 @@ mod tests {
             .with_pre_score(plugin.clone())
             .with_score(plugin, 1);
         let mut state = CycleState::new();
-        assert!(profile.run_pre_score(&mut state, &p, &refs).is_success());
+        assert!(profile.run_pre_score(&mut state, &p, &refs, &[]).is_success());
         let scores = profile.run_score(&state, &p, &refs).unwrap();
         assert_eq!(
             scores.iter().map(|s| s.score).collect::<Vec<_>>(),
