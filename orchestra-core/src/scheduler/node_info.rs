@@ -161,6 +161,9 @@ impl HostPortInfo {
 #[derive(Clone, Debug)]
 struct PodEntry {
     pod: Arc<Pod>,
+    /// The key of its group in [`NodeInfo::required_anti_affinity_groups`], if it has required
+    /// anti-affinity.
+    anti_affinity_group: Option<String>,
     requests: Resource,
     non_zero_milli_cpu: i64,
     non_zero_memory: i64,
@@ -205,7 +208,40 @@ pub struct NodeInfo {
     pods_with_affinity: usize,
     /// How many of its pods have required pod anti-affinity.
     pods_with_required_anti_affinity: usize,
+    /// Pod counts by namespace, label key and label value.
+    labels: BTreeMap<String, BTreeMap<String, BTreeMap<String, usize>>>,
+    /// Pods with required anti-affinity, grouped by namespace and terms.
+    anti_affinity_groups: BTreeMap<String, AntiAffinityGroup>,
     generation: u64,
+}
+
+/// The pods of a node that share a namespace and the same required anti-affinity terms: what
+/// they forbid is the same, so an incoming pod is checked once per group, not once per pod.
+#[derive(Clone, Debug)]
+pub struct AntiAffinityGroup {
+    /// One of the pods (any: they have the same namespace and terms).
+    pub pod: Arc<Pod>,
+    /// How many pods of the node are in the group.
+    pub count: usize,
+}
+
+fn anti_affinity_group_key(pod: &Pod) -> Option<String> {
+    if !has_required_anti_affinity(pod) {
+        return None;
+    }
+    let terms = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.affinity.as_ref())
+        .and_then(|affinity| affinity.pod_anti_affinity.as_ref())
+        .and_then(|anti| {
+            anti.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    let mut key = pod.metadata.namespace.clone().unwrap_or_default();
+    key.push('\0');
+    key.push_str(&serde_json::to_string(&terms).unwrap_or_default());
+    Some(key)
 }
 
 /// Whether the pod has any pod affinity or anti-affinity term (Kubernetes' `PodsWithAffinity`).
@@ -256,6 +292,8 @@ impl NodeInfo {
             used_ports: HostPortInfo::default(),
             pods_with_affinity: 0,
             pods_with_required_anti_affinity: 0,
+            labels: BTreeMap::new(),
+            anti_affinity_groups: BTreeMap::new(),
             generation: 0,
         }
     }
@@ -334,6 +372,22 @@ impl NodeInfo {
         self.pods_with_required_anti_affinity
     }
 
+    /// How many of its pods in `namespace` have the label `key=value`: answers a one-label
+    /// selector without looking at the pods.
+    pub fn count_pods_with_label(&self, namespace: &str, key: &str, value: &str) -> usize {
+        self.labels
+            .get(namespace)
+            .and_then(|keys| keys.get(key))
+            .and_then(|values| values.get(value))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Its pods with required anti-affinity, one entry per namespace and set of terms.
+    pub fn required_anti_affinity_groups(&self) -> impl Iterator<Item = &AntiAffinityGroup> {
+        self.anti_affinity_groups.values()
+    }
+
     /// Whether the pod with this key (`namespace/name`) is on it.
     pub fn has_pod(&self, key: &str) -> bool {
         self.pods.contains_key(key)
@@ -362,7 +416,31 @@ impl NodeInfo {
         if has_required_anti_affinity(&pod) {
             self.pods_with_required_anti_affinity += 1;
         }
+        let anti_affinity_group = anti_affinity_group_key(&pod);
+        if let Some(group) = &anti_affinity_group {
+            self.anti_affinity_groups
+                .entry(group.clone())
+                .and_modify(|group| group.count += 1)
+                .or_insert_with(|| AntiAffinityGroup {
+                    pod: pod.clone(),
+                    count: 1,
+                });
+        }
+        if let Some(labels) = &pod.metadata.labels {
+            let keys = self
+                .labels
+                .entry(pod.metadata.namespace.clone().unwrap_or_default())
+                .or_default();
+            for (key, value) in labels {
+                *keys
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(value.clone())
+                    .or_default() += 1;
+            }
+        }
         let entry = PodEntry {
+            anti_affinity_group,
             requests: pod_requests(&pod),
             non_zero_milli_cpu: non_zero.milli_cpu,
             non_zero_memory: non_zero.memory,
@@ -402,6 +480,44 @@ impl NodeInfo {
         if has_required_anti_affinity(&entry.pod) {
             self.pods_with_required_anti_affinity =
                 self.pods_with_required_anti_affinity.saturating_sub(1);
+        }
+        if let Some(key) = &entry.anti_affinity_group
+            && let Some(group) = self.anti_affinity_groups.get_mut(key)
+        {
+            group.count = group.count.saturating_sub(1);
+            if group.count == 0 {
+                self.anti_affinity_groups.remove(key);
+            } else if Arc::ptr_eq(&group.pod, &entry.pod) {
+                // Keep a pod that is still on the node as the group's example.
+                if let Some(other) = self
+                    .pods
+                    .values()
+                    .find(|other| other.anti_affinity_group.as_deref() == Some(key.as_str()))
+                {
+                    group.pod = other.pod.clone();
+                }
+            }
+        }
+        if let Some(labels) = &entry.pod.metadata.labels {
+            let namespace = entry.pod.metadata.namespace.as_deref().unwrap_or("");
+            if let Some(keys) = self.labels.get_mut(namespace) {
+                for (key, value) in labels {
+                    if let Some(values) = keys.get_mut(key.as_str()) {
+                        if let Some(count) = values.get_mut(value.as_str()) {
+                            *count = count.saturating_sub(1);
+                            if *count == 0 {
+                                values.remove(value.as_str());
+                            }
+                        }
+                        if values.is_empty() {
+                            keys.remove(key.as_str());
+                        }
+                    }
+                }
+                if keys.is_empty() {
+                    self.labels.remove(namespace);
+                }
+            }
         }
         self.requested.sub(&entry.requests);
         self.non_zero_requested.milli_cpu = self
@@ -554,8 +670,9 @@ mod tests {
                 proptest::option::of(0..4096_i64),
                 0..3_i64,
                 proptest::option::of((0..2_usize, 0..3_usize, 1..4_i32)),
+                (0..3_usize, proptest::option::of(0..2_usize)),
             )
-                .prop_map(|(name, cpu, memory, gpu, port)| {
+                .prop_map(|(name, cpu, memory, gpu, port, (app, anti))| {
                     let mut requests = serde_json::Map::new();
                     if let Some(cpu) = cpu {
                         requests.insert("cpu".into(), json!(format!("{cpu}m")));
@@ -579,7 +696,18 @@ mod tests {
                         }])
                         }
                     };
-                    (name, pod(&format!("p{name}"), json!([{"name": "c", "resources": {"requests": requests}, "ports": ports}])))
+                    let mut p = pod(&format!("p{name}"), json!([{"name": "c", "resources": {"requests": requests}, "ports": ports}]));
+                    p.metadata.labels = Some([("app".to_owned(), format!("a{app}"))].into());
+                    if let (Some(anti), Some(spec)) = (anti, p.spec.as_mut()) {
+                        let topology = ["kubernetes.io/hostname", "zone"][anti];
+                        spec.affinity = serde_json::from_value(json!({"podAntiAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                                "topologyKey": topology,
+                                "labelSelector": {"matchLabels": {"app": "a0"}}
+                            }]
+                        }})).ok();
+                    }
+                    (name, p)
                 })
         }
 
@@ -606,6 +734,17 @@ mod tests {
                 prop_assert_eq!(info.non_zero_requested(), fresh.non_zero_requested());
                 prop_assert_eq!(info.used_ports(), fresh.used_ports());
                 prop_assert!(info.pod_keys().eq(fresh.pod_keys()));
+                for app in ["a0", "a1", "a2"] {
+                    prop_assert_eq!(
+                        info.count_pods_with_label("ns", "app", app),
+                        model.values().filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("app")).is_some_and(|v| v == app)).count()
+                    );
+                }
+                prop_assert_eq!(info.pods_with_required_anti_affinity(), fresh.pods_with_required_anti_affinity());
+                prop_assert_eq!(info.pods_with_affinity(), fresh.pods_with_affinity());
+                let groups = |n: &NodeInfo| n.required_anti_affinity_groups().map(|g| (anti_affinity_group_key(&g.pod), g.count, n.has_pod(&pod_key(&g.pod)))).collect::<Vec<_>>();
+                prop_assert_eq!(groups(&info), groups(&fresh));
+                prop_assert!(groups(&info).iter().all(|(_, _, present)| *present));
             }
         }
     }
