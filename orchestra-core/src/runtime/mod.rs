@@ -10,9 +10,11 @@
 //! - [`queue`]: the work queue (per-key dedup, delays, back-off from [`rate_limit`], bounded
 //!   concurrency, never one key on two workers) and [`Action`], what a reconcile returns;
 //! - [`controller`]: the `Controller` builder that puts them together (`owns`, `watches`);
-//! - [`leader_election`]: one acting instance among several, over a `Lease`.
+//! - [`leader_election`]: one acting instance among several, over a `Lease`;
+//! - [`events`]: recording Events about objects for users to read.
 
 pub mod controller;
+pub mod events;
 pub mod leader_election;
 pub mod queue;
 pub mod rate_limit;

@@ -155,6 +155,11 @@ impl Status {
         }
     }
 
+    /// The reasons joined by `", "`: the status's message, as kube-scheduler's `Message()`.
+    pub fn message(&self) -> String {
+        self.reasons.join(", ")
+    }
+
     /// Whether the code is [`Code::Success`].
     pub fn is_success(&self) -> bool {
         self.code == Code::Success
