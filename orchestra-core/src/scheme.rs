@@ -409,6 +409,7 @@ impl Default for Scheme {
             ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret,
             Service, ServiceAccount,
         };
+        use k8s_openapi::api::scheduling::v1::PriorityClass;
         let mut scheme = Scheme::empty();
         scheme.register::<Pod>();
         scheme.register::<Node>();
@@ -423,6 +424,7 @@ impl Default for Scheme {
         scheme.register::<ReplicaSet>();
         scheme.register::<Deployment>();
         scheme.register::<Lease>();
+        scheme.register::<PriorityClass>();
         debug_assert_eq!(scheme.kinds.len(), builtin_resources().len());
         scheme
     }

@@ -11,6 +11,7 @@ use orchestra_core::k8s::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
     ServiceAccount,
 };
+use orchestra_core::k8s::api::scheduling::v1::PriorityClass;
 use orchestra_core::manifest::{self, encode_yaml};
 use orchestra_core::resource::TypeMeta;
 use orchestra_core::scheme::{self, Kind, Scheme};
@@ -264,6 +265,9 @@ proptest! {
 
     #[test]
     fn leases_round_trip(seed in any::<u64>()) { round_trip::<Lease>(seed)?; }
+
+    #[test]
+    fn priority_classes_round_trip(seed in any::<u64>()) { round_trip::<PriorityClass>(seed)?; }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Time}
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::admission::{Admission, AdmissionRequest, Operation};
+use super::admission::{Admission, AdmissionRequest, Operation, Priority};
 use super::keys::{collection_prefix, object_key};
 use super::params::{
     DeleteParams, ListParams, PatchParams, PostParams, PropagationPolicy, VersionMatch, WatchParams,
@@ -178,6 +178,7 @@ pub struct ClientBuilder {
     store: Arc<dyn Store>,
     scheme: Scheme,
     admission: Vec<Arc<dyn Admission>>,
+    default_admission: bool,
     clock: Arc<dyn Clock>,
     bookmark_interval: Duration,
     seed: Option<u64>,
@@ -200,10 +201,20 @@ impl ClientBuilder {
         self
     }
 
-    /// Adds an admission plugin after those already added.
+    /// Adds an admission plugin after those already added (and after the default plugins, which
+    /// run first).
     #[must_use]
     pub fn admission(mut self, plugin: impl Admission) -> ClientBuilder {
         self.admission.push(Arc::new(plugin));
+        self
+    }
+
+    /// Leaves out the admission plugins every client runs by default (see the
+    /// [`admission` module documentation](super::admission)), as a Kubernetes API server started
+    /// with them disabled.
+    #[must_use]
+    pub fn without_default_admission(mut self) -> ClientBuilder {
+        self.default_admission = false;
         self
     }
 
@@ -232,11 +243,16 @@ impl ClientBuilder {
 
     /// The client.
     pub fn build(self) -> Client {
+        let mut admission: Vec<Arc<dyn Admission>> = Vec::new();
+        if self.default_admission {
+            admission.push(Arc::new(Priority::new(Arc::clone(&self.store))));
+        }
+        admission.extend(self.admission);
         Client {
             inner: Arc::new(Inner {
                 store: self.store,
                 scheme: self.scheme,
-                admission: self.admission,
+                admission,
                 clock: self.clock,
                 bookmark_interval: self.bookmark_interval,
                 ids: match self.seed {
@@ -313,7 +329,8 @@ struct Filter {
 }
 
 impl Client {
-    /// A client over `store` with the built-in kinds, no admission plugins and the system clock.
+    /// A client over `store` with the built-in kinds, the default admission plugins (see the
+    /// [`admission` module documentation](super::admission)) and the system clock.
     pub fn new(store: impl Store) -> Client {
         Client::builder(store).build()
     }
@@ -324,6 +341,7 @@ impl Client {
             store: Arc::new(store),
             scheme: Scheme::default(),
             admission: Vec::new(),
+            default_admission: true,
             clock: Arc::new(SystemClock),
             bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
             seed: None,
@@ -461,13 +479,16 @@ impl Client {
         resource: &ApiResource,
         extra: &ErrorList,
     ) -> Result<DynamicObject, StatusError> {
+        // The object arrives defaulted and validated; only a mutation calls for doing it again.
+        let before = (!self.inner.admission.is_empty()).then(|| object.clone());
         for plugin in &self.inner.admission {
             plugin.mutate(request, object).await?;
         }
-        let admitted = if self.inner.admission.is_empty() {
-            object.clone()
-        } else {
-            self.default_and_validate(resource, request.name, object, extra.clone())?
+        let admitted = match before {
+            Some(before) if before != *object => {
+                self.default_and_validate(resource, request.name, object, extra.clone())?
+            }
+            _ => object.clone(),
         };
         for plugin in &self.inner.admission {
             plugin.validate(request, &admitted).await?;

@@ -8,8 +8,9 @@
 //!   requires the namespace to exist (and not to be terminating), and refuses a name that is taken
 //!   (409 AlreadyExists);
 //! - every write is **defaulted, validated** (422 Invalid with one cause per problem) and offered
-//!   to the **admission chain** ([`admission`]) before it is stored; `dry_run` does all of it and
-//!   stores nothing;
+//!   to the **admission chain** ([`admission`]; Kubernetes' `Priority` plugin runs by default, so
+//!   a pod's `priorityClassName` sets its `priority`) before it is stored; `dry_run` does all of it
+//!   and stores nothing;
 //! - **updates** are optimistic: an object whose `resourceVersion` is not the stored one is refused
 //!   (409 Conflict); `generation` advances only when something other than metadata and status
 //!   changes; writes to an object leave its status alone and writes to its status leave the rest
@@ -75,7 +76,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use admission::{Admission, AdmissionRequest, Operation};
+pub use admission::{Admission, AdmissionRequest, Operation, Priority};
 pub use client::{
     Client, ClientBuilder, DEFAULT_BOOKMARK_INTERVAL, Deletion, ObjectList, SYSTEM_NAMESPACES,
     Subresource,

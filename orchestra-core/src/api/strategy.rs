@@ -179,6 +179,9 @@ pub(crate) fn validate_update(
             );
         }
     }
+    if is(resource, "scheduling.k8s.io", "PriorityClass") {
+        validate_priority_class_update(new, old, &mut errors);
+    }
     if (is(resource, "", "Secret") || is(resource, "", "ConfigMap"))
         && old.data.get("immutable") == Some(&Value::Bool(true))
     {
@@ -244,6 +247,29 @@ fn validate_pod_update(new: &DynamicObject, old: &DynamicObject, errors: &mut Er
             &Path::new("spec").child("tolerations"),
             "existing toleration can not be modified except its tolerationSeconds",
         ));
+    }
+}
+
+/// A PriorityClass's value and preemption policy may not change (compared once both are
+/// defaulted, as Kubernetes compares them). Objects that do not decode are left to validation.
+fn validate_priority_class_update(
+    new: &DynamicObject,
+    old: &DynamicObject,
+    errors: &mut ErrorList,
+) {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+
+    use crate::defaulting::SetDefaults;
+
+    let decode = |object: &DynamicObject| -> Option<PriorityClass> {
+        let mut class: PriorityClass =
+            serde_json::from_value(serde_json::to_value(object).ok()?).ok()?;
+        class.set_defaults();
+        Some(class)
+    };
+    if let (Some(new), Some(old)) = (decode(new), decode(old)) {
+        errors
+            .extend(crate::validation::priority_class::validate_priority_class_update(&new, &old));
     }
 }
 

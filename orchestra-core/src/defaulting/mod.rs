@@ -21,6 +21,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Namespace, NamespaceStatus, Node, Secret, ServiceAccount,
 };
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 
 /// The label every Namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -93,6 +94,17 @@ impl SetDefaults for Secret {
     }
 }
 
+/// The preemption policy of a PriorityClass (and of a pod) that sets none.
+pub const DEFAULT_PREEMPTION_POLICY: &str = "PreemptLowerPriority";
+
+impl SetDefaults for PriorityClass {
+    /// `preemptionPolicy: PreemptLowerPriority`.
+    fn set_defaults(&mut self) {
+        self.preemption_policy
+            .get_or_insert_with(|| DEFAULT_PREEMPTION_POLICY.to_owned());
+    }
+}
+
 /// Kinds Kubernetes sets no defaults on.
 macro_rules! no_defaults {
     ($($ty:ty),*) => {
@@ -128,6 +140,22 @@ mod tests {
             "shop"
         );
         assert_eq!(namespace.status.unwrap().phase.as_deref(), Some("Active"));
+    }
+
+    #[test]
+    fn priority_classes_preempt_lower_priorities_by_default() {
+        let mut class = PriorityClass::default();
+        class.set_defaults();
+        assert_eq!(
+            class.preemption_policy.as_deref(),
+            Some("PreemptLowerPriority")
+        );
+        let mut never = PriorityClass {
+            preemption_policy: Some("Never".into()),
+            ..PriorityClass::default()
+        };
+        never.set_defaults();
+        assert_eq!(never.preemption_policy.as_deref(), Some("Never"));
     }
 
     #[test]

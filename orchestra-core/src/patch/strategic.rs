@@ -110,7 +110,7 @@ pub struct MergeKeys {
 
 impl MergeKeys {
     /// The built-in kinds [`MergeKeys::for_kind`] knows, as `(apiVersion, kind)`.
-    pub const BUILTIN_KINDS: [(&'static str, &'static str); 13] = [
+    pub const BUILTIN_KINDS: [(&'static str, &'static str); 14] = [
         ("v1", "Pod"),
         ("v1", "Node"),
         ("v1", "Namespace"),
@@ -124,6 +124,7 @@ impl MergeKeys {
         ("apps/v1", "ReplicaSet"),
         ("apps/v1", "Deployment"),
         ("coordination.k8s.io/v1", "Lease"),
+        ("scheduling.k8s.io/v1", "PriorityClass"),
     ];
 
     /// An empty table: every object merges and every list is replaced, as in a JSON merge patch,
@@ -853,7 +854,7 @@ static BUILTIN: LazyLock<Vec<((&'static str, &'static str), MergeKeys)>> = LazyL
 });
 
 /// The table of a built-in kind, from the `patchStrategy` and `patchMergeKey` tags of
-/// Kubernetes' types (`k8s.io/api/core/v1`, `apps/v1`, `coordination/v1` and
+/// Kubernetes' types (`k8s.io/api/core/v1`, `apps/v1`, `coordination/v1`, `scheduling/v1` and
 /// `apimachinery/pkg/apis/meta/v1`, Kubernetes 1.33). Lists marked atomic there (a Pod's
 /// tolerations, a Node's taints, an Endpoints' subsets, container statuses, ...) are replaced.
 fn builtin(api_version: &str, kind: &str) -> MergeKeys {
@@ -875,7 +876,7 @@ fn builtin(api_version: &str, kind: &str) -> MergeKeys {
         ("apps/v1", "Deployment") => pod_template(keys, "spec.template")
             .retain_keys("spec.strategy")
             .merge_by_key("status.conditions", "type"),
-        // Endpoints, Secret, ConfigMap, Event and Lease: only their metadata merges.
+        // Endpoints, Secret, ConfigMap, Event, Lease and PriorityClass: only their metadata merges.
         _ => keys,
     }
 }

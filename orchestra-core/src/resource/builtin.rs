@@ -20,6 +20,7 @@
 //! | `ReplicaSet` | `apps/v1` | `replicasets` | namespaced |
 //! | `Deployment` | `apps/v1` | `deployments` | namespaced |
 //! | `Lease` | `coordination.k8s.io/v1` | `leases` | namespaced |
+//! | `PriorityClass` | `scheduling.k8s.io/v1` | `priorityclasses` | cluster |
 
 use std::borrow::Cow;
 
@@ -29,6 +30,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
     ServiceAccount,
 };
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{ApiResource, Resource};
@@ -94,6 +96,7 @@ builtin! {
     ReplicaSet => true,
     Deployment => true,
     Lease => true,
+    PriorityClass => false,
 }
 
 #[cfg(test)]
@@ -103,7 +106,10 @@ mod tests {
     #[test]
     fn scopes_match_kubernetes() {
         for resource in builtin_resources() {
-            let cluster_scoped = matches!(resource.kind.as_str(), "Node" | "Namespace");
+            let cluster_scoped = matches!(
+                resource.kind.as_str(),
+                "Node" | "Namespace" | "PriorityClass"
+            );
             assert_eq!(resource.namespaced, !cluster_scoped, "{}", resource.kind);
         }
     }
@@ -116,6 +122,7 @@ mod tests {
         );
         assert_eq!(ApiResource::of::<Endpoints>().plural, "endpoints");
         assert_eq!(ApiResource::of::<Pod>().group, "");
-        assert_eq!(builtin_resources().len(), 13);
+        assert_eq!(ApiResource::of::<PriorityClass>().plural, "priorityclasses");
+        assert_eq!(builtin_resources().len(), 14);
     }
 }

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
     ServiceAccount,
 };
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -57,8 +58,8 @@ impl fmt::Display for FieldOperator {
 /// | `Event` | `involvedObject.{kind,namespace,name,uid,apiVersion,resourceVersion,fieldPath}`, `reason`, `reportingComponent`, `source`, `type` |
 /// | `ReplicationController`, `ReplicaSet` | `status.replicas` |
 ///
-/// Endpoints, ServiceAccount, ConfigMap, Deployment, Lease and [`DynamicObject`] offer the
-/// metadata fields only. An unset field reads as Kubernetes' zero value: the empty string, `0`,
+/// Endpoints, ServiceAccount, ConfigMap, Deployment, Lease, PriorityClass and [`DynamicObject`]
+/// offer the metadata fields only. An unset field reads as Kubernetes' zero value: the empty string, `0`,
 /// or `false`.
 ///
 /// # Examples
@@ -639,6 +640,16 @@ impl FieldSource for Node {
     }
 }
 
+impl FieldSource for PriorityClass {
+    fn supported_fields() -> &'static [&'static str] {
+        &["metadata.name"]
+    }
+
+    fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+        metadata_field(&self.metadata, name, false)
+    }
+}
+
 impl FieldSource for Namespace {
     fn supported_fields() -> &'static [&'static str] {
         &["metadata.name", "status.phase"]
@@ -1097,6 +1108,7 @@ mod tests {
         check_fields(&named(ReplicaSet::default()));
         check_fields(&named(Deployment::default()));
         check_fields(&named(Lease::default()));
+        check_fields(&named(PriorityClass::default()));
         let resource = ApiResource::new("example.com", "v1", "CronTab", None, true);
         check_fields(&named(DynamicObject::new("n", &resource)));
 

@@ -21,6 +21,7 @@ pub mod names;
 mod namespace;
 mod node;
 pub mod pod;
+pub mod priority_class;
 mod service;
 mod workload;
 

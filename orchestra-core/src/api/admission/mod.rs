@@ -5,6 +5,20 @@
 //! plugin's [`Admission::validate`] (which may refuse it), and only then stored. Plugins run in the
 //! order they were added to the [`Client`](super::Client). Deletes are offered to
 //! [`Admission::validate`] with the object being deleted.
+//!
+//! Every client built the usual way ([`Client::new`](super::Client::new),
+//! [`Client::builder`](super::Client::builder)) runs the plugins Kubernetes enables by default
+//! that Orchestra implements, before those added with
+//! [`ClientBuilder::admission`](super::ClientBuilder::admission):
+//!
+//! | Plugin | What it does |
+//! |---|---|
+//! | [`Priority`] | resolves a pod's `priorityClassName` to its `priority` and `preemptionPolicy`; keeps PriorityClasses to one global default |
+//!
+//! [`ClientBuilder::without_default_admission`](super::ClientBuilder::without_default_admission)
+//! leaves them out.
+
+pub mod priority;
 
 use std::fmt;
 
@@ -12,6 +26,8 @@ use async_trait::async_trait;
 
 use crate::resource::{ApiResource, DynamicObject};
 use crate::status::StatusError;
+
+pub use priority::Priority;
 
 /// What a write does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
