@@ -31,8 +31,14 @@
 //! preemption.
 
 pub mod cache;
+pub mod event_handlers;
 pub mod framework;
 pub mod node_info;
 pub mod plugins;
 pub mod queue;
 pub mod resources;
+pub mod schedule_one;
+pub mod service;
+pub mod preemption;
+
+pub use service::{Scheduler, SchedulerConfig, SchedulerError};

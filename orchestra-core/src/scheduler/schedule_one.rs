@@ -434,15 +434,10 @@ fn run_filters<'s>(
                 })
                 .collect()
         });
-        let mut i = offset;
-        for status in statuses.into_iter().flatten() {
-            if i >= round_end {
-                break;
-            }
+        for (i, status) in (offset..round_end).zip(statuses.into_iter().flatten()) {
             if record(nodes[(start + i) % total], status)? {
                 return Ok(feasible);
             }
-            i += 1;
         }
         offset = round_end;
     }
