@@ -8,14 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use orchestra_core::api::{Api, Client, ListParams, PostParams, WatchEvent, WatchParams};
+use orchestra_core::api::{
+    Api, Client, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams,
+};
 use orchestra_core::k8s::api::core::v1::{Event, Node, Pod};
+use orchestra_core::k8s::api::scheduling::v1::PriorityClass;
 use orchestra_core::runtime::leader_election::LeaderElectionConfig;
 use orchestra_core::scheduler::framework::Profile;
+use orchestra_core::scheduler::plugins::default_profile;
 use orchestra_core::scheduler::plugins::{
     node_affinity::NodeAffinity, node_resources_fit::NodeResourcesFit,
     node_unschedulable::NodeUnschedulable, taint_toleration::TaintToleration,
 };
+use orchestra_core::scheduler::preemption::DefaultPreemption;
 use orchestra_core::scheduler::queue::QueueConfig;
 use orchestra_core::scheduler::{Scheduler, SchedulerConfig};
 use orchestra_core::store::MemoryStore;
@@ -707,4 +712,190 @@ fn model_reasons_cover_each_filter() {
     .flatten()
     .collect();
     assert_eq!(names.len(), 3);
+}
+
+// --- Preemption ---------------------------------------------------------------------------------
+
+async fn add_priority_class(client: &Client, name: &str, value: i32) {
+    let class: PriorityClass =
+        serde_json::from_value(json!({"metadata": {"name": name}, "value": value})).unwrap();
+    Api::<PriorityClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+}
+
+/// Plays the node agent's part in graceful deletion: a pod marked for deletion is removed once
+/// "its containers stopped" (at once here).
+fn finish_terminating_pods(client: &Client) -> tokio::task::JoinHandle<Vec<String>> {
+    let api = Api::<Pod>::namespaced(client.clone(), "default");
+    tokio::spawn(async move {
+        let mut deleted = Vec::new();
+        let mut stream = api
+            .watch(
+                &WatchParams {
+                    timeout: Some(Duration::from_secs(8)),
+                    ..WatchParams::default()
+                },
+                "0",
+            )
+            .await
+            .unwrap();
+        while let Some(event) = stream.next().await {
+            if let WatchEvent::Modified(pod) = event
+                && pod.metadata.deletion_timestamp.is_some()
+            {
+                let name = pod.metadata.name.clone().unwrap();
+                if api
+                    .delete(&name, &DeleteParams::immediately())
+                    .await
+                    .is_ok()
+                {
+                    deleted.push(name);
+                }
+            }
+        }
+        deleted
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_priority_pod_displaces_only_the_lowest_priority_victims() {
+    let client = client().await;
+    for (name, value) in [
+        ("low", 100),
+        ("mid", 200),
+        ("high", 300),
+        ("critical", 1000),
+    ] {
+        add_priority_class(&client, name, value).await;
+    }
+    add_node(&client, "n0", "2", json!({}), json!({})).await;
+    add_node(&client, "n1", "2", json!({}), json!({})).await;
+    // n0 runs a mid and a high pod, n1 two low ones: every core is taken.
+    let placed = [
+        ("mid-0", "n0", "mid"),
+        ("high-0", "n0", "high"),
+        ("low-0", "n1", "low"),
+        ("low-1", "n1", "low"),
+    ];
+    for (name, node, class) in placed {
+        add_pod(
+            &client,
+            name,
+            1000,
+            json!({"nodeName": node, "priorityClassName": class}),
+        )
+        .await;
+    }
+    let terminator = finish_terminating_pods(&client);
+    let profile = default_profile().with_post_filter(Arc::new(DefaultPreemption::default()));
+    let running = start(
+        &client,
+        SchedulerConfig {
+            profiles: vec![profile],
+            ..SchedulerConfig::default()
+        },
+    );
+    add_pod(
+        &client,
+        "urgent",
+        1000,
+        json!({"priorityClassName": "critical"}),
+    )
+    .await;
+    let api = Api::<Pod>::namespaced(client.clone(), "default");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            node_of(&api.get("urgent").await.unwrap()) == Some("n1")
+        })
+        .await,
+        "urgent: {:?}",
+        api.get("urgent").await.unwrap().status
+    );
+    running.stop().await;
+    let deleted = terminator.await.unwrap();
+    // One victim, of the lowest priority; the mid and high pods were never touched.
+    assert_eq!(deleted.len(), 1, "deleted {deleted:?}");
+    assert!(deleted[0].starts_with("low-"));
+    let remaining: BTreeSet<String> = pods(&client)
+        .await
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    for name in ["mid-0", "high-0", "urgent"] {
+        assert!(remaining.contains(name));
+    }
+    assert_eq!(remaining.len(), 4);
+    assert_no_overcommit(&client).await;
+    let events = Api::<Event>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let preempted: Vec<_> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Preempted"))
+        .collect();
+    assert_eq!(preempted.len(), 1);
+    assert_eq!(
+        preempted[0].involved_object.name.as_deref(),
+        Some(deleted[0].as_str())
+    );
+    assert!(
+        preempted[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .ends_with("on node n1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_never_displaces_pods_of_equal_or_higher_priority() {
+    let client = client().await;
+    add_priority_class(&client, "high", 300).await;
+    add_node(&client, "n0", "1", json!({}), json!({})).await;
+    add_pod(
+        &client,
+        "incumbent",
+        1000,
+        json!({"nodeName": "n0", "priorityClassName": "high"}),
+    )
+    .await;
+    let profile = default_profile().with_post_filter(Arc::new(DefaultPreemption::default()));
+    let running = start(
+        &client,
+        SchedulerConfig {
+            profiles: vec![profile],
+            ..config()
+        },
+    );
+    add_pod(
+        &client,
+        "challenger",
+        1000,
+        json!({"priorityClassName": "high"}),
+    )
+    .await;
+    let api = Api::<Pod>::namespaced(client.clone(), "default");
+    let expected = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            scheduled_condition(&api.get("challenger").await.unwrap())
+                .is_some_and(|(_, _, message)| message.as_deref() == Some(expected))
+        })
+        .await,
+        "{:?}",
+        scheduled_condition(&api.get("challenger").await.unwrap())
+    );
+    assert!(
+        api.get("incumbent")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+    running.stop().await;
 }

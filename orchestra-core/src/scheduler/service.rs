@@ -340,6 +340,8 @@ struct Failure {
     message: String,
     plugins: BTreeSet<String>,
     nominated_node: Option<String>,
+    /// The pod as last seen from the API, when the queued copy differs (nominated).
+    observed: Option<Arc<Pod>>,
 }
 
 impl Cycle {
@@ -393,8 +395,18 @@ impl Cycle {
                 let nominated_node = nominated
                     .as_ref()
                     .map(|result| result.nominated_node.clone());
+                let mut info = info;
                 if let Some(result) = nominated {
                     self.preempt(&pod, result);
+                    // The pod waits for its victims as nominated to the node: the next attempt
+                    // must see that, even before the status update comes back from the informer,
+                    // so that it does not preempt again.
+                    let mut nominated_pod = Pod::clone(&pod);
+                    nominated_pod
+                        .status
+                        .get_or_insert_default()
+                        .nominated_node_name = nominated_node.clone();
+                    info.pod = Arc::new(nominated_pod);
                 }
                 self.fail(
                     info,
@@ -404,6 +416,7 @@ impl Cycle {
                         message: fit.to_string(),
                         plugins: fit.diagnosis.unschedulable_plugins,
                         nominated_node,
+                        observed: Some(pod.clone()),
                     },
                 );
             }
@@ -415,6 +428,7 @@ impl Cycle {
                     message: error.to_string(),
                     plugins: BTreeSet::new(),
                     nominated_node: None,
+                    observed: None,
                 },
             ),
             Err(error @ ScheduleError::Error(_)) => self.fail(
@@ -425,6 +439,7 @@ impl Cycle {
                     message: error.to_string(),
                     plugins: BTreeSet::new(),
                     nominated_node: None,
+                    observed: None,
                 },
             ),
         }
@@ -449,6 +464,7 @@ impl Cycle {
                     message: error.to_string(),
                     plugins: BTreeSet::new(),
                     nominated_node: None,
+                    observed: None,
                 },
             );
             return;
@@ -472,6 +488,7 @@ impl Cycle {
                     ),
                     plugins: BTreeSet::from([status.plugin.to_owned()]),
                     nominated_node: None,
+                    observed: None,
                 },
             );
             return;
@@ -537,7 +554,7 @@ fn report_failure(
     scheduling_cycle: u64,
     failure: Arc<Failure>,
 ) {
-    let pod = info.pod.clone();
+    let pod = failure.observed.clone().unwrap_or_else(|| info.pod.clone());
     info.unschedulable_plugins = failure.plugins.clone();
     queue.add_unschedulable_if_not_present(info, scheduling_cycle);
     if let Some(recorder) = recorder {
@@ -663,6 +680,7 @@ impl Binding {
                         message: format!("binding rejected: {message}"),
                         plugins: BTreeSet::new(),
                         nominated_node: None,
+                        observed: None,
                     }),
                 );
                 while tasks.join_next().await.is_some() {}
