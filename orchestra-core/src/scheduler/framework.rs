@@ -208,16 +208,18 @@ impl fmt::Display for Status {
 /// ```
 #[derive(Default)]
 pub struct CycleState {
-    data: BTreeMap<&'static str, Box<dyn Any + Send + Sync>>,
-    skip_filter: BTreeSet<&'static str>,
-    skip_score: BTreeSet<&'static str>,
+    /// Few entries, read once per node per plugin: a vector scanned by key identity first is
+    /// faster than a map comparing strings.
+    data: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
+    skip_filter: Vec<&'static str>,
+    skip_score: Vec<&'static str>,
     node_names: Option<BTreeSet<String>>,
 }
 
 impl fmt::Debug for CycleState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CycleState")
-            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("keys", &self.data.iter().map(|(key, _)| key).collect::<Vec<_>>())
             .field("skip_filter", &self.skip_filter)
             .field("skip_score", &self.skip_score)
             .field("node_names", &self.node_names)
@@ -233,14 +235,18 @@ impl CycleState {
 
     /// Stores `value` under `key`, replacing what was there.
     pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
-        self.data.insert(key, Box::new(value));
+        match self.data.iter_mut().find(|(k, _)| same_key(k, key)) {
+            Some((_, slot)) => *slot = Box::new(value),
+            None => self.data.push((key, Box::new(value))),
+        }
     }
 
     /// The value under `key`, if there is one of type `T`.
     pub fn read<T: Any>(&self, key: &'static str) -> Option<&T> {
         self.data
-            .get(key)
-            .and_then(|value| value.downcast_ref::<T>())
+            .iter()
+            .find(|(k, _)| same_key(k, key))
+            .and_then(|(_, value)| value.downcast_ref::<T>())
     }
 
     /// The value under `key`, or an [`Code::Error`] status naming `plugin` (for a Filter or
@@ -286,13 +292,19 @@ impl CycleState {
     /// Whether the Filter of `plugin` is skipped this cycle (its PreFilter returned
     /// [`Code::Skip`]).
     pub fn skips_filter(&self, plugin: &str) -> bool {
-        self.skip_filter.contains(plugin)
+        self.skip_filter.iter().any(|skipped| same_key(skipped, plugin))
     }
 
     /// Whether the Score of `plugin` is skipped this cycle (its PreScore returned [`Code::Skip`]).
     pub fn skips_score(&self, plugin: &str) -> bool {
-        self.skip_score.contains(plugin)
+        self.skip_score.iter().any(|skipped| same_key(skipped, plugin))
     }
+}
+
+/// Whether two state keys are the same: the same static string (the usual case, one pointer
+/// comparison) or equal strings.
+fn same_key(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 /// A scheduler plugin: anything with a name. The extension points are the traits that build on
@@ -507,7 +519,7 @@ impl Profile {
             match status.code {
                 Code::Success => {}
                 Code::Skip => {
-                    state.skip_filter.insert(plugin.name());
+                    state.skip_filter.push(plugin.name());
                 }
                 _ => return with_plugin(status, plugin.name()),
             }
@@ -545,7 +557,7 @@ impl Profile {
             match status.code {
                 Code::Success => {}
                 Code::Skip => {
-                    state.skip_score.insert(plugin.name());
+                    state.skip_score.push(plugin.name());
                 }
                 _ => return with_plugin(status, plugin.name()),
             }

@@ -32,6 +32,7 @@
 
 pub mod cache;
 pub mod event_handlers;
+pub mod metrics;
 pub mod framework;
 pub mod node_info;
 pub mod plugins;

@@ -199,6 +199,10 @@ struct PodEntry {
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
     node: Arc<Node>,
+    /// `spec.unschedulable`, kept beside the totals so that filters need not reach the node.
+    unschedulable: bool,
+    /// Whether `spec.taints` is not empty.
+    tainted: bool,
     allocatable: Resource,
     pods: BTreeMap<String, PodEntry>,
     requested: Resource,
@@ -284,6 +288,8 @@ impl NodeInfo {
     pub fn new(node: Arc<Node>) -> NodeInfo {
         let allocatable = allocatable_of(&node);
         NodeInfo {
+            unschedulable: unschedulable_of(&node),
+            tainted: tainted(&node),
             node,
             allocatable,
             pods: BTreeMap::new(),
@@ -301,6 +307,8 @@ impl NodeInfo {
     /// Replaces the node object (after an update), keeping the pods.
     pub fn set_node(&mut self, node: Arc<Node>) {
         self.allocatable = allocatable_of(&node);
+        self.unschedulable = unschedulable_of(&node);
+        self.tainted = tainted(&node);
         self.node = node;
         self.generation = self.generation.wrapping_add(1);
     }
@@ -313,6 +321,16 @@ impl NodeInfo {
     /// The node, shared.
     pub fn node_arc(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    /// Whether the node is cordoned (`spec.unschedulable`).
+    pub fn unschedulable(&self) -> bool {
+        self.unschedulable
+    }
+
+    /// Whether the node has taints (`spec.taints` not empty).
+    pub fn tainted(&self) -> bool {
+        self.tainted
     }
 
     /// The node's name (empty if it has none).
@@ -534,6 +552,20 @@ impl NodeInfo {
         self.generation = self.generation.wrapping_add(1);
         true
     }
+}
+
+fn unschedulable_of(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|spec| spec.unschedulable)
+        .unwrap_or(false)
+}
+
+fn tainted(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|spec| spec.taints.as_ref())
+        .is_some_and(|taints| !taints.is_empty())
 }
 
 fn allocatable_of(node: &Node) -> Resource {

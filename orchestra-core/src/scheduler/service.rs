@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 use super::cache::{SchedulerCache, Snapshot};
 use super::event_handlers::{EventHandlers, scheduler_name};
 use super::framework::{Code, CycleState, PostFilterContext, PostFilterResult, Profile};
+use super::metrics::SchedulerMetrics;
 use super::plugins::default_profile;
 use super::queue::{ClusterEvent, PriorityQueue, QueueConfig, QueuedPodInfo};
 use super::schedule_one::{CycleConfig, CycleCursor, ScheduleError, schedule_pod};
@@ -139,6 +140,7 @@ pub struct Scheduler {
     config: SchedulerConfig,
     cache: Arc<SchedulerCache>,
     queue: Arc<PriorityQueue>,
+    metrics: Arc<SchedulerMetrics>,
 }
 
 impl Scheduler {
@@ -156,6 +158,7 @@ impl Scheduler {
             config,
             cache,
             queue,
+            metrics: Arc::new(SchedulerMetrics::default()),
         }
     }
 
@@ -167,6 +170,11 @@ impl Scheduler {
     /// The scheduler's queue of pending pods, to look at.
     pub fn queue(&self) -> &Arc<PriorityQueue> {
         &self.queue
+    }
+
+    /// The scheduler's counters: attempts by outcome and their durations.
+    pub fn metrics(&self) -> &Arc<SchedulerMetrics> {
+        &self.metrics
     }
 
     /// Runs until `shutdown` resolves (then returns `Ok`), or until the lease is lost.
@@ -292,6 +300,7 @@ impl Scheduler {
             cache: self.cache.clone(),
             queue: self.queue.clone(),
             recorder,
+            metrics: self.metrics.clone(),
             config: self.config.cycle.clone(),
             cursor: CycleCursor::new(self.config.seed),
             snapshot: Snapshot::new(),
@@ -328,6 +337,7 @@ struct Cycle {
     cache: Arc<SchedulerCache>,
     queue: Arc<PriorityQueue>,
     recorder: Option<EventRecorder>,
+    metrics: Arc<SchedulerMetrics>,
     config: CycleConfig,
     cursor: CycleCursor,
     snapshot: Snapshot,
@@ -347,6 +357,7 @@ struct Failure {
 impl Cycle {
     /// One scheduling cycle of the pod `info` with `profile`.
     fn schedule_one(&mut self, profile: &Arc<Profile>, info: QueuedPodInfo, scheduling_cycle: u64) {
+        let started = Instant::now();
         let pod = info.pod.clone();
         if pod.metadata.deletion_timestamp.is_some() {
             self.queue.done(&pod);
@@ -369,6 +380,7 @@ impl Cycle {
                 scheduling_cycle,
                 state,
                 result.suggested_host,
+                started,
             ),
             Err(ScheduleError::Unschedulable(mut fit)) => {
                 let mut nominated = None;
@@ -452,6 +464,7 @@ impl Cycle {
         scheduling_cycle: u64,
         mut state: CycleState,
         host: String,
+        started: Instant,
     ) {
         let mut assumed = Pod::clone(&info.pod);
         assumed.spec.get_or_insert_default().node_name = Some(host.clone());
@@ -498,7 +511,9 @@ impl Cycle {
             cache: self.cache.clone(),
             queue: self.queue.clone(),
             recorder: self.recorder.clone(),
+            metrics: self.metrics.clone(),
             profile: profile.clone(),
+            started,
         };
         self.bindings
             .spawn(binding.run(info, scheduling_cycle, state, assumed, host));
@@ -530,6 +545,11 @@ impl Cycle {
     }
 
     fn fail(&mut self, info: QueuedPodInfo, scheduling_cycle: u64, failure: Failure) {
+        if failure.reason == "Unschedulable" {
+            self.metrics.observe_unschedulable();
+        } else {
+            self.metrics.observe_error();
+        }
         let failure = Arc::new(failure);
         report_failure(
             &self.client,
@@ -618,7 +638,9 @@ struct Binding {
     cache: Arc<SchedulerCache>,
     queue: Arc<PriorityQueue>,
     recorder: Option<EventRecorder>,
+    metrics: Arc<SchedulerMetrics>,
     profile: Arc<Profile>,
+    started: Instant,
 }
 
 /// How a binding ended.
@@ -642,7 +664,10 @@ impl Binding {
         let outcome = self.bind(&assumed, &host).await;
         match outcome {
             Bound::Yes => {
-                self.cache.finish_binding(&assumed, Instant::now());
+                let now = Instant::now();
+                self.metrics
+                    .observe_scheduled(now.duration_since(self.started));
+                self.cache.finish_binding(&assumed, now);
                 self.queue.done(&info.pod);
                 if let Some(recorder) = &self.recorder {
                     let namespace = assumed.metadata.namespace.as_deref().unwrap_or("");
@@ -663,6 +688,7 @@ impl Binding {
                     .move_all_to_active_or_backoff(ClusterEvent::PodDelete);
             }
             Bound::Failed(message) => {
+                self.metrics.observe_error();
                 let _ = self.cache.forget_pod(&assumed);
                 self.profile.run_unreserve(&mut state, &assumed, &host);
                 self.queue

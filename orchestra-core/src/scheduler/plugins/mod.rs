@@ -9,6 +9,8 @@
 //! | [`NodeAffinity`](node_affinity::NodeAffinity) | PreFilter, Filter, PreScore, Score | `node(s) didn't match Pod's node affinity/selector` |
 //! | [`NodePorts`](node_ports::NodePorts) | PreFilter, Filter | `node(s) didn't have free ports for the requested pod ports` |
 //! | [`TaintToleration`](taint_toleration::TaintToleration) | Filter, PreScore, Score | `node(s) had untolerated taint {key: value}` |
+//! | [`PodTopologySpread`](pod_topology_spread::PodTopologySpread) | PreFilter, Filter, PreScore, Score | `node(s) didn't match pod topology spread constraints` |
+//! | [`InterPodAffinity`](inter_pod_affinity::InterPodAffinity) | PreFilter, Filter, PreScore, Score | `node(s) didn't match pod affinity rules`, `node(s) didn't match pod anti-affinity rules`, `node(s) didn't satisfy existing pods anti-affinity rules` |
 //!
 //! Filters that Kubernetes gives a PreFilter compute the pod's data once per cycle into the
 //! [`CycleState`](super::framework::CycleState) and allocate nothing when a node fits.
@@ -18,11 +20,13 @@ use std::sync::Arc;
 use super::framework::Profile;
 
 pub mod balanced_allocation;
+pub mod inter_pod_affinity;
 pub mod node_affinity;
 pub mod node_name;
 pub mod node_ports;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
+pub mod pod_topology_spread;
 pub mod taint_toleration;
 
 #[cfg(test)]

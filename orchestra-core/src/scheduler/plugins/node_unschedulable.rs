@@ -28,13 +28,7 @@ impl Plugin for NodeUnschedulable {
 
 impl FilterPlugin for NodeUnschedulable {
     fn filter(&self, _state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-        let cordoned = node
-            .node()
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.unschedulable)
-            .unwrap_or(false);
-        if !cordoned {
+        if !node.unschedulable() {
             return Status::SUCCESS;
         }
         let tolerated = pod

@@ -69,6 +69,9 @@ fn pod_tolerations(pod: &Pod) -> &[Toleration] {
 }
 
 fn node_taints(node: &NodeInfo) -> &[Taint] {
+    if !node.tainted() {
+        return &[];
+    }
     node.node()
         .spec
         .as_ref()
