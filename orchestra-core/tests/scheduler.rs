@@ -15,12 +15,10 @@ use orchestra_core::k8s::api::core::v1::{Event, Node, Pod};
 use orchestra_core::k8s::api::scheduling::v1::PriorityClass;
 use orchestra_core::runtime::leader_election::LeaderElectionConfig;
 use orchestra_core::scheduler::framework::Profile;
-use orchestra_core::scheduler::plugins::default_profile;
 use orchestra_core::scheduler::plugins::{
     node_affinity::NodeAffinity, node_resources_fit::NodeResourcesFit,
     node_unschedulable::NodeUnschedulable, taint_toleration::TaintToleration,
 };
-use orchestra_core::scheduler::preemption::DefaultPreemption;
 use orchestra_core::scheduler::queue::QueueConfig;
 use orchestra_core::scheduler::{Scheduler, SchedulerConfig};
 use orchestra_core::store::MemoryStore;
@@ -789,14 +787,8 @@ async fn a_high_priority_pod_displaces_only_the_lowest_priority_victims() {
         .await;
     }
     let terminator = finish_terminating_pods(&client);
-    let profile = default_profile().with_post_filter(Arc::new(DefaultPreemption::default()));
-    let running = start(
-        &client,
-        SchedulerConfig {
-            profiles: vec![profile],
-            ..SchedulerConfig::default()
-        },
-    );
+    // The default profile preempts (DefaultPreemption is its PostFilter).
+    let running = start(&client, SchedulerConfig::default());
     add_pod(
         &client,
         "urgent",
@@ -863,14 +855,7 @@ async fn preemption_never_displaces_pods_of_equal_or_higher_priority() {
         json!({"nodeName": "n0", "priorityClassName": "high"}),
     )
     .await;
-    let profile = default_profile().with_post_filter(Arc::new(DefaultPreemption::default()));
-    let running = start(
-        &client,
-        SchedulerConfig {
-            profiles: vec![profile],
-            ..config()
-        },
-    );
+    let running = start(&client, config());
     add_pod(
         &client,
         "challenger",

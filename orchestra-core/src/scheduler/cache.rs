@@ -457,6 +457,17 @@ impl SchedulerCache {
     /// [`CacheError::NotAssigned`] if the pod names no node; [`CacheError::AlreadyAdded`] if it
     /// was already added.
     pub fn add_pod(&self, pod: &Pod) -> Result<(), CacheError> {
+        self.add_pod_shared(Arc::new(pod.clone()))
+    }
+
+    /// [`add_pod`](Self::add_pod) for a pod the caller already shares: the cache keeps the
+    /// `Arc` rather than a copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_pod`](Self::add_pod).
+    pub fn add_pod_shared(&self, pod: Arc<Pod>) -> Result<(), CacheError> {
+        let pod = &pod;
         let key = pod_key(pod);
         let Some(node) = node_name_of(pod) else {
             return Err(CacheError::NotAssigned { pod: key });
@@ -470,7 +481,7 @@ impl SchedulerCache {
         if let Some(previous) = previous.filter(|previous| previous != node) {
             inner.remove_from_node(&key, &previous);
         }
-        let shared = Arc::new(pod.clone());
+        let shared = Arc::clone(pod);
         inner.add_to_node(shared.clone(), node);
         inner.assumed.remove(&key);
         inner.pods.insert(
@@ -494,6 +505,16 @@ impl SchedulerCache {
     /// if it is assumed and not yet added; [`CacheError::NodeMismatch`] if the new version names
     /// another node.
     pub fn update_pod(&self, pod: &Pod) -> Result<(), CacheError> {
+        self.update_pod_shared(Arc::new(pod.clone()))
+    }
+
+    /// [`update_pod`](Self::update_pod) for a pod the caller already shares.
+    ///
+    /// # Errors
+    ///
+    /// As [`update_pod`](Self::update_pod).
+    pub fn update_pod_shared(&self, pod: Arc<Pod>) -> Result<(), CacheError> {
+        let pod = &pod;
         let key = pod_key(pod);
         let node = node_name_of(pod).unwrap_or("");
         let mut inner = self.lock();
@@ -510,7 +531,7 @@ impl SchedulerCache {
                 pod: key,
             });
         }
-        let shared = Arc::new(pod.clone());
+        let shared = Arc::clone(pod);
         inner.add_to_node(shared.clone(), node);
         if let Some(state) = inner.pods.get_mut(&key) {
             state.pod = shared;

@@ -72,11 +72,31 @@ pub struct EventHandlers {
     state: Mutex<Known>,
 }
 
+/// What the handlers remember of a pod: where it went, and for a pending pod its last version
+/// (the queue's update needs the old object). Bound pods are remembered by place only: the cache
+/// holds them, and a copy here would double the scheduler's memory.
+#[derive(Clone, Debug)]
+enum KnownPod {
+    Queued(Arc<Pod>),
+    Cached,
+    Ignored,
+}
+
+impl KnownPod {
+    fn place(&self) -> Place {
+        match self {
+            KnownPod::Queued(_) => Place::Queue,
+            KnownPod::Cached => Place::Cache,
+            KnownPod::Ignored => Place::Ignored,
+        }
+    }
+}
+
 /// The last version of every pod and node seen, to tell adds from updates and to find what a
 /// re-list dropped.
 #[derive(Debug, Default)]
 struct Known {
-    pods: BTreeMap<String, Arc<Pod>>,
+    pods: BTreeMap<String, KnownPod>,
     nodes: BTreeMap<String, Arc<Node>>,
     pod_listing: Option<BTreeSet<String>>,
     node_listing: Option<BTreeSet<String>>,
@@ -131,18 +151,18 @@ impl EventHandlers {
                 false
             }
             WatcherEvent::InitDone => {
-                let gone: Vec<Arc<Pod>> = {
+                let gone: Vec<String> = {
                     let mut known = self.lock();
                     let listing = known.pod_listing.take().unwrap_or_default();
                     known
                         .pods
-                        .iter()
-                        .filter(|(key, _)| !listing.contains(*key))
-                        .map(|(_, pod)| pod.clone())
+                        .keys()
+                        .filter(|key| !listing.contains(*key))
+                        .cloned()
                         .collect()
                 };
-                for pod in gone {
-                    self.delete_pod(&pod);
+                for key in gone {
+                    self.forget_pod(&key);
                 }
                 true
             }
@@ -205,48 +225,44 @@ impl EventHandlers {
 
     fn apply_pod(&self, pod: Arc<Pod>) {
         let key = pod_key(&pod);
-        let old = self.lock().pods.insert(key, pod.clone());
         let new_place = self.place(&pod);
-        let old_place = old.as_deref().map(|old| self.place(old));
-        match (old_place, new_place) {
-            (Some(Place::Queue), Place::Queue) => {
-                if let Some(old) = &old {
-                    self.queue.update(old, pod);
-                }
-            }
+        let remembered = match new_place {
+            Place::Queue => KnownPod::Queued(pod.clone()),
+            Place::Cache => KnownPod::Cached,
+            Place::Ignored => KnownPod::Ignored,
+        };
+        let old = self.lock().pods.insert(key, remembered);
+        match (old, new_place) {
+            (Some(KnownPod::Queued(old)), Place::Queue) => self.queue.update(&old, pod),
             (_, Place::Queue) => self.queue.add(pod),
-            (Some(Place::Cache), Place::Cache) => {
+            (Some(KnownPod::Cached), Place::Cache) => {
                 // The cache may not have it if it was added while assumed and expired; an
                 // update then re-adds it.
-                if self.cache.update_pod(&pod).is_err() {
-                    let _ = self.cache.add_pod(&pod);
+                if self.cache.update_pod_shared(pod.clone()).is_err() {
+                    let _ = self.cache.add_pod_shared(pod);
                 }
                 self.queue
                     .move_all_to_active_or_backoff(ClusterEvent::PodUpdate);
             }
-            (old_place, Place::Cache) => {
-                if old_place == Some(Place::Queue)
-                    && let Some(old) = &old
-                {
+            (old, Place::Cache) => {
+                if let Some(KnownPod::Queued(old)) = &old {
                     self.queue.delete(old);
                 }
                 // Confirms an assumed pod, or adds one bound by someone else.
-                if self.cache.add_pod(&pod).is_err() {
-                    let _ = self.cache.update_pod(&pod);
+                if self.cache.add_pod_shared(pod.clone()).is_err() {
+                    let _ = self.cache.update_pod_shared(pod);
                 }
                 self.queue
                     .move_all_to_active_or_backoff(ClusterEvent::PodAdd);
             }
-            (Some(Place::Cache), Place::Ignored) => {
+            (Some(KnownPod::Cached), Place::Ignored) => {
                 // Finished: its resources are free.
                 let _ = self.cache.remove_pod(&pod);
                 self.queue
                     .move_all_to_active_or_backoff(ClusterEvent::PodDelete);
             }
-            (Some(Place::Queue), Place::Ignored) => {
-                if let Some(old) = &old {
-                    self.queue.delete(old);
-                }
+            (Some(KnownPod::Queued(old)), Place::Ignored) => {
+                self.queue.delete(&old);
             }
             (_, Place::Ignored) => {}
         }
@@ -255,20 +271,49 @@ impl EventHandlers {
     fn delete_pod(&self, pod: &Pod) {
         let key = pod_key(pod);
         let old = self.lock().pods.remove(&key);
-        let last = old.as_deref().unwrap_or(pod);
-        match self.place(last) {
+        let place = old
+            .as_ref()
+            .map_or_else(|| self.place(pod), KnownPod::place);
+        self.remove(pod, place, old);
+    }
+
+    /// Drops a pod a re-list no longer has, knowing only its key.
+    fn forget_pod(&self, key: &str) {
+        let Some(old) = self.lock().pods.remove(key) else {
+            return;
+        };
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let tombstone = Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..Default::default()
+            },
+            ..Pod::default()
+        };
+        let place = old.place();
+        self.remove(&tombstone, place, Some(old));
+    }
+
+    fn remove(&self, pod: &Pod, place: Place, old: Option<KnownPod>) {
+        match place {
             Place::Cache => {
-                // Removes it also when it was only assumed (deleted while being bound).
-                if self.cache.remove_pod(last).is_err() {
-                    let _ = self.cache.remove_pod(pod);
-                }
+                // A tombstone naming no node is removed from wherever the cache has it.
+                let _ = self.cache.remove_pod(pod);
                 self.queue
                     .move_all_to_active_or_backoff(ClusterEvent::PodDelete);
             }
             Place::Queue | Place::Ignored => {
-                self.queue.delete(last);
+                match &old {
+                    Some(KnownPod::Queued(old)) => {
+                        self.queue.delete(old);
+                    }
+                    _ => {
+                        self.queue.delete(pod);
+                    }
+                }
                 // A pod deleted while in flight may be assumed in the cache.
-                let _ = self.cache.remove_pod(last);
+                let _ = self.cache.remove_pod(pod);
             }
         }
     }

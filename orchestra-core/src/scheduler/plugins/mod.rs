@@ -35,9 +35,11 @@ mod test_util;
 /// The scheduler name of the default profile, which pods get when they name none.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 
-/// kube-scheduler's default profile, restricted to the plugins this module has: filters in
-/// Kubernetes' order (NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts,
-/// NodeResourcesFit) and scores with Kubernetes' weights (TaintToleration 3, NodeAffinity 2,
+/// kube-scheduler's default profile, restricted to the plugins this crate has (no volume
+/// plugins, no ImageLocality): filters in Kubernetes' order (NodeUnschedulable, NodeName,
+/// TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, PodTopologySpread,
+/// InterPodAffinity), DefaultPreemption as PostFilter, and scores with Kubernetes' weights
+/// (TaintToleration 3, NodeAffinity 2, PodTopologySpread 2, InterPodAffinity 2,
 /// NodeResourcesFit with LeastAllocated 1, NodeResourcesBalancedAllocation 1).
 ///
 /// # Examples
@@ -80,23 +82,34 @@ pub fn default_profile() -> Profile {
     let ports = Arc::new(node_ports::NodePorts);
     let fit = Arc::new(node_resources_fit::NodeResourcesFit::default());
     let balanced = Arc::new(balanced_allocation::BalancedAllocation::default());
+    let spread = Arc::new(pod_topology_spread::PodTopologySpread);
+    let inter_pod = Arc::new(inter_pod_affinity::InterPodAffinity::default());
     Profile::new(DEFAULT_SCHEDULER_NAME)
-        .with_pre_filter(fit.clone())
-        .with_pre_filter(ports.clone())
         .with_pre_filter(affinity.clone())
+        .with_pre_filter(ports.clone())
+        .with_pre_filter(fit.clone())
+        .with_pre_filter(spread.clone())
+        .with_pre_filter(inter_pod.clone())
         .with_filter(Arc::new(node_unschedulable::NodeUnschedulable))
         .with_filter(Arc::new(node_name::NodeName))
         .with_filter(taints.clone())
         .with_filter(affinity.clone())
         .with_filter(ports)
         .with_filter(fit.clone())
+        .with_filter(spread.clone())
+        .with_filter(inter_pod.clone())
+        .with_post_filter(Arc::new(crate::scheduler::preemption::DefaultPreemption::default()))
         .with_pre_score(taints.clone())
         .with_pre_score(affinity.clone())
         .with_pre_score(fit.clone())
+        .with_pre_score(spread.clone())
+        .with_pre_score(inter_pod.clone())
         .with_pre_score(balanced.clone())
         .with_score(taints, 3)
         .with_score(affinity, 2)
         .with_score(fit, 1)
+        .with_score(spread, 2)
+        .with_score(inter_pod, 2)
         .with_score(balanced, 1)
 }
 
