@@ -43,6 +43,15 @@ pub fn is_assigned(pod: &Pod) -> bool {
         .is_some_and(|name| !name.is_empty())
 }
 
+/// Whether the pod has scheduling gates (`spec.schedulingGates`): it waits, unqueued, until
+/// whoever set them removes them (kube-scheduler's SchedulingGates PreEnqueue plugin).
+pub fn is_gated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|spec| spec.scheduling_gates.as_ref())
+        .is_some_and(|gates| !gates.is_empty())
+}
+
 /// Whether the pod has finished (`Succeeded` or `Failed`): it no longer uses its node.
 pub fn is_terminal(pod: &Pod) -> bool {
     pod.status
@@ -126,6 +135,7 @@ impl EventHandlers {
                 Place::Cache
             }
         } else if pod.metadata.deletion_timestamp.is_none()
+            && !is_gated(pod)
             && self.scheduler_names.contains(scheduler_name(pod))
         {
             Place::Queue
@@ -419,6 +429,15 @@ mod tests {
             json!({"spec": {"schedulerName": "someone-else", "containers": []}}),
         )));
         handlers.on_pod_event(WatcherEvent::Apply(pod("bound", Some("n1"), json!({}))));
+        assert_eq!(queue.len(), 1);
+        // A gated pod waits outside the queue until its gates are removed.
+        let gated =
+            json!({"spec": {"schedulingGates": [{"name": "example.com/quota"}], "containers": []}});
+        handlers.on_pod_event(WatcherEvent::Apply(pod("gated", None, gated)));
+        assert_eq!(queue.len(), 1);
+        handlers.on_pod_event(WatcherEvent::Apply(pod("gated", None, json!({}))));
+        assert_eq!(queue.len(), 2);
+        handlers.on_pod_event(WatcherEvent::Delete(pod("gated", None, json!({}))));
         assert_eq!(queue.len(), 1);
         assert_eq!(cache.pod_count(), 1);
         // The pending pod gets bound by someone: out of the queue, into the cache.

@@ -5,41 +5,49 @@
 //! the `pods/binding` subresource — the same job as kube-scheduler, with the same extension
 //! points, so that users plug in their own rules.
 //!
-//! What this module holds so far is the pure logic, with no I/O and no tasks:
+//! [`Scheduler`] is the running scheduler (module [`service`]): it watches pods and nodes,
+//! schedules one pod at a time and binds in the background, records events and conditions, and
+//! optionally runs only while leader. Everything it is made of stands alone, pure logic with no
+//! I/O, for embedding programs that want their own loop:
 //!
 //! - [`resources`]: resource amounts in the scheduler's integer units and a pod's effective
 //!   request ([`pod_requests`](resources::pod_requests)), with Kubernetes' rules for init
 //!   containers, sidecars and overhead;
-//! - [`node_info`]: [`NodeInfo`](node_info::NodeInfo), a node with its pods, requested resources
-//!   and host ports, updated incrementally;
+//! - [`node_info`]: [`NodeInfo`](node_info::NodeInfo), a node with its pods, requested resources,
+//!   host ports, label counts and anti-affinity groups, updated incrementally;
 //! - [`cache`]: [`SchedulerCache`](cache::SchedulerCache), the nodes and the assigned and
 //!   assumed pods maintained from informers, and the per-cycle [`Snapshot`](cache::Snapshot) of
 //!   node infos, updated by copying only the nodes that changed;
-//! - [`framework`]: the extension points as traits ([`FilterPlugin`](framework::FilterPlugin),
-//!   [`ScorePlugin`](framework::ScorePlugin), ...), [`Status`](framework::Status),
-//!   [`CycleState`](framework::CycleState) and [`Profile`](framework::Profile);
-//! - [`plugins`]: kube-scheduler's built-in filter and score plugins NodeName, NodeUnschedulable,
-//!   NodeResourcesFit (LeastAllocated and MostAllocated), NodeResourcesBalancedAllocation,
-//!   NodePorts, NodeAffinity and TaintToleration, and the default profile built from them.
 //! - [`queue`]: the scheduling queue, [`PriorityQueue`](queue::PriorityQueue): pending pods in
 //!   priority order, back-off after failures, unschedulable pods parked until a cluster event
-//!   may help them.
+//!   may help them;
+//! - [`framework`]: the extension points as traits ([`FilterPlugin`](framework::FilterPlugin),
+//!   [`ScorePlugin`](framework::ScorePlugin), [`PostFilterPlugin`](framework::PostFilterPlugin),
+//!   [`BindPlugin`](framework::BindPlugin), ...), [`Status`](framework::Status),
+//!   [`CycleState`](framework::CycleState) and [`Profile`](framework::Profile);
+//! - [`plugins`]: kube-scheduler's built-in plugins and the default profile;
+//! - [`preemption`]: DefaultPreemption, the PostFilter that picks victims by priority;
+//! - [`schedule_one`]: one cycle — PreFilter, Filter over `percentageOfNodesToScore` of the nodes,
+//!   Score, the choice of a node — and Kubernetes' `0/N nodes are available: ...` diagnosis;
+//! - [`event_handlers`]: informer events into the cache and the queue;
+//! - [`metrics`]: attempts by outcome and their durations.
 //!
-//! What comes next: the scheduling loop itself — fed by informers into the queue and the cache,
-//! `percentageOfNodesToScore`, Reserve/Bind through the binding subresource, events and the
-//! `PodScheduled` condition — then the InterPodAffinity and PodTopologySpread plugins and
-//! preemption.
+//! Not yet there (Kubernetes has them): volume plugins and ImageLocality, nominated pods taken into
+//! account by other pods' filters (a preempting pod waits for its victims, but a lower-priority
+//! pod may take the room first), PodDisruptionBudgets in preemption, the Permit and PreBind
+//! extension points, the `SchedulingGated` condition on gated pods (they are held back, but not
+//! marked), system default topology spreading.
 
 pub mod cache;
 pub mod event_handlers;
-pub mod metrics;
 pub mod framework;
+pub mod metrics;
 pub mod node_info;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
 pub mod resources;
 pub mod schedule_one;
 pub mod service;
-pub mod preemption;
 
 pub use service::{Scheduler, SchedulerConfig, SchedulerError};
