@@ -219,7 +219,10 @@ pub struct CycleState {
 impl fmt::Debug for CycleState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CycleState")
-            .field("keys", &self.data.iter().map(|(key, _)| key).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.data.iter().map(|(key, _)| key).collect::<Vec<_>>(),
+            )
             .field("skip_filter", &self.skip_filter)
             .field("skip_score", &self.skip_score)
             .field("node_names", &self.node_names)
@@ -292,12 +295,16 @@ impl CycleState {
     /// Whether the Filter of `plugin` is skipped this cycle (its PreFilter returned
     /// [`Code::Skip`]).
     pub fn skips_filter(&self, plugin: &str) -> bool {
-        self.skip_filter.iter().any(|skipped| same_key(skipped, plugin))
+        self.skip_filter
+            .iter()
+            .any(|skipped| same_key(skipped, plugin))
     }
 
     /// Whether the Score of `plugin` is skipped this cycle (its PreScore returned [`Code::Skip`]).
     pub fn skips_score(&self, plugin: &str) -> bool {
-        self.skip_score.iter().any(|skipped| same_key(skipped, plugin))
+        self.skip_score
+            .iter()
+            .any(|skipped| same_key(skipped, plugin))
     }
 }
 

@@ -98,7 +98,9 @@ pub fn default_profile() -> Profile {
         .with_filter(fit.clone())
         .with_filter(spread.clone())
         .with_filter(inter_pod.clone())
-        .with_post_filter(Arc::new(crate::scheduler::preemption::DefaultPreemption::default()))
+        .with_post_filter(Arc::new(
+            crate::scheduler::preemption::DefaultPreemption::default(),
+        ))
         .with_pre_score(taints.clone())
         .with_pre_score(affinity.clone())
         .with_pre_score(fit.clone())

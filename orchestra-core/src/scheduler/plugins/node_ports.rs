@@ -32,12 +32,7 @@ impl Plugin for NodePorts {
 }
 
 impl PreFilterPlugin for NodePorts {
-    fn pre_filter(
-        &self,
-        state: &mut CycleState,
-        pod: &Pod,
-        _nodes: &[Arc<NodeInfo>],
-    ) -> Status {
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _nodes: &[Arc<NodeInfo>]) -> Status {
         let ports = pod_host_ports(pod);
         if ports.is_empty() {
             return Status::skip(NAME);

@@ -206,12 +206,7 @@ struct PreFilterState {
 }
 
 impl PreFilterPlugin for NodeResourcesFit {
-    fn pre_filter(
-        &self,
-        state: &mut CycleState,
-        pod: &Pod,
-        _nodes: &[Arc<NodeInfo>],
-    ) -> Status {
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _nodes: &[Arc<NodeInfo>]) -> Status {
         state.write(
             PRE_FILTER_KEY,
             PreFilterState {
@@ -526,7 +521,11 @@ mod tests {
             .with_pre_score(plugin.clone())
             .with_score(plugin, 1);
         let mut state = CycleState::new();
-        assert!(profile.run_pre_score(&mut state, p, &refs, &[]).is_success());
+        assert!(
+            profile
+                .run_pre_score(&mut state, p, &refs, &[])
+                .is_success()
+        );
         profile
             .run_score(&state, p, &refs)
             .unwrap()

@@ -264,7 +264,11 @@ mod tests {
             .with_pre_score(plugin.clone())
             .with_score(plugin, 1);
         let mut state = CycleState::new();
-        assert!(profile.run_pre_score(&mut state, &p, &refs, &[]).is_success());
+        assert!(
+            profile
+                .run_pre_score(&mut state, &p, &refs, &[])
+                .is_success()
+        );
         let scores = profile.run_score(&state, &p, &refs).unwrap();
         assert_eq!(
             scores.iter().map(|s| s.score).collect::<Vec<_>>(),
