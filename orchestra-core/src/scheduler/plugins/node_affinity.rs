@@ -25,10 +25,36 @@ pub const OBJECT_NAME_FIELD: &str = "metadata.name";
 const PRE_FILTER_KEY: &str = "PreFilterNodeAffinity";
 const PRE_SCORE_KEY: &str = "PreScoreNodeAffinity";
 
+/// Up to this many labels, [`label_value`] scans them rather than searching the tree.
+const SCAN_LABELS: usize = 16;
+
+/// The value of the label `key` in `labels`.
+///
+/// Nodes have few labels, and a tree search compares the bytes of every key it passes (each
+/// a separate allocation, so a cache miss per key on a large snapshot); a scan compares the
+/// lengths first, read from the map's own nodes, and the bytes of same-length keys only.
+pub(crate) fn label_value<'a>(labels: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
+    if labels.len() <= SCAN_LABELS {
+        labels
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.as_str())
+    } else {
+        labels.get(key).map(String::as_str)
+    }
+}
+
+/// Whether `values` holds `value`: a scan that compares lengths first (selectors list few
+/// values).
+fn holds(values: &[String], value: &str) -> bool {
+    values.iter().any(|v| v.as_str() == value)
+}
+
 #[derive(Clone, Debug)]
 enum Op {
-    In(BTreeSet<String>),
-    NotIn(BTreeSet<String>),
+    /// The values, deduplicated.
+    In(Vec<String>),
+    NotIn(Vec<String>),
     Exists,
     DoesNotExist,
     Gt(i64),
@@ -49,9 +75,17 @@ impl CompiledRequirement {
             [value] => value.parse::<i64>().ok(),
             _ => None,
         };
+        let set = || -> Vec<String> {
+            values
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect()
+        };
         let op = match r.operator.as_str() {
-            "In" if !values.is_empty() => Op::In(values.iter().cloned().collect()),
-            "NotIn" if !values.is_empty() => Op::NotIn(values.iter().cloned().collect()),
+            "In" if !values.is_empty() => Op::In(set()),
+            "NotIn" if !values.is_empty() => Op::NotIn(set()),
             "Exists" if values.is_empty() => Op::Exists,
             "DoesNotExist" if values.is_empty() => Op::DoesNotExist,
             "Gt" => Op::Gt(single_int()?),
@@ -73,8 +107,8 @@ impl CompiledRequirement {
             return None;
         };
         let op = match r.operator.as_str() {
-            "In" => Op::In(BTreeSet::from([value.clone()])),
-            "NotIn" => Op::NotIn(BTreeSet::from([value.clone()])),
+            "In" => Op::In(vec![value.clone()]),
+            "NotIn" => Op::NotIn(vec![value.clone()]),
             _ => return None,
         };
         Some(CompiledRequirement {
@@ -85,9 +119,9 @@ impl CompiledRequirement {
 
     fn matches(&self, value: Option<&str>) -> bool {
         match (&self.op, value) {
-            (Op::In(values), Some(v)) => values.contains(v),
+            (Op::In(values), Some(v)) => holds(values, v),
             (Op::In(_), None) => false,
-            (Op::NotIn(values), Some(v)) => !values.contains(v),
+            (Op::NotIn(values), Some(v)) => !holds(values, v),
             (Op::NotIn(_), None) => true,
             (Op::Exists, v) => v.is_some(),
             (Op::DoesNotExist, v) => v.is_none(),
@@ -127,11 +161,13 @@ impl CompiledTerm {
 
     fn matches(&self, node: &Node) -> bool {
         let labels = node.metadata.labels.as_ref();
-        let name = node.metadata.name.as_deref().unwrap_or("");
         self.labels
             .iter()
-            .all(|r| r.matches(labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
-            && self.fields.iter().all(|r| r.matches(Some(name)))
+            .all(|r| r.matches(labels.and_then(|l| label_value(l, &r.key))))
+            && (self.fields.is_empty() || {
+                let name = node.metadata.name.as_deref().unwrap_or("");
+                self.fields.iter().all(|r| r.matches(Some(name)))
+            })
     }
 }
 
@@ -160,7 +196,8 @@ impl CompiledTerm {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct RequiredNodeAffinity {
-    node_selector: BTreeMap<String, String>,
+    /// The `nodeSelector` pairs, in key order.
+    node_selector: Vec<(String, String)>,
     /// `None`: no required affinity; `Some(terms)`: at least one must match (the valid ones).
     terms: Option<Vec<CompiledTerm>>,
 }
@@ -170,7 +207,13 @@ impl RequiredNodeAffinity {
     pub fn new(pod: &Pod) -> RequiredNodeAffinity {
         let spec = pod.spec.as_ref();
         let node_selector = spec
-            .and_then(|spec| spec.node_selector.clone())
+            .and_then(|spec| spec.node_selector.as_ref())
+            .map(|selector| {
+                selector
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         let terms = spec
             .and_then(|spec| spec.affinity.as_ref())
@@ -203,7 +246,7 @@ impl RequiredNodeAffinity {
             if !self
                 .node_selector
                 .iter()
-                .all(|(key, value)| labels.get(key) == Some(value))
+                .all(|(key, value)| label_value(labels, key) == Some(value.as_str()))
             {
                 return false;
             }
@@ -293,12 +336,7 @@ fn has_required(pod: &Pod) -> bool {
 }
 
 impl PreFilterPlugin for NodeAffinity {
-    fn pre_filter(
-        &self,
-        state: &mut CycleState,
-        pod: &Pod,
-        _nodes: &[Arc<NodeInfo>],
-    ) -> Status {
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _nodes: &[Arc<NodeInfo>]) -> Status {
         if !has_required(pod) {
             return Status::skip(NAME);
         }
@@ -614,7 +652,11 @@ mod tests {
             .with_pre_score(plugin.clone())
             .with_score(plugin, 2);
         let mut state = CycleState::new();
-        assert!(profile.run_pre_score(&mut state, &p, &refs, &[]).is_success());
+        assert!(
+            profile
+                .run_pre_score(&mut state, &p, &refs, &[])
+                .is_success()
+        );
         let scores: Vec<i64> = profile
             .run_score(&state, &p, &refs)
             .unwrap()

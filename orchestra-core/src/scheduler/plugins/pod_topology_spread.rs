@@ -112,7 +112,7 @@ use crate::scheduler::framework::{
     ScorePlugin, Status,
 };
 use crate::scheduler::node_info::NodeInfo;
-use crate::scheduler::plugins::node_affinity::RequiredNodeAffinity;
+use crate::scheduler::plugins::node_affinity::{RequiredNodeAffinity, label_value};
 use crate::scheduler::plugins::taint_toleration::tolerates_taint;
 use crate::selector::{LabelSelectorError, Selector};
 
@@ -243,7 +243,7 @@ fn constraints_of(pod: &Pod, action: &str) -> Result<Vec<Constraint>, LabelSelec
 fn has_all_keys(labels: &BTreeMap<String, String>, constraints: &[Constraint]) -> bool {
     constraints
         .iter()
-        .all(|c| labels.contains_key(c.topology_key.as_str()))
+        .all(|c| label_value(labels, &c.topology_key).is_some())
 }
 
 /// Fills `values` with the node's values of the constraints' topology keys, in order; false
@@ -255,7 +255,7 @@ fn topology_values<'a>(
 ) -> bool {
     values.clear();
     for constraint in constraints {
-        match labels.get(constraint.topology_key.as_str()) {
+        match label_value(labels, &constraint.topology_key) {
             Some(value) => values.push(value),
             None => return false,
         }
@@ -504,18 +504,18 @@ impl FilterPlugin for PodTopologySpread {
         let labels = node_labels(node.node());
         let mut verdict = NodeVerdict::default();
         for c in &pre.constraints {
-            let Some(value) = labels.get(c.constraint.topology_key.as_str()) else {
+            let Some(value) = label_value(labels, &c.constraint.topology_key) else {
                 return Status::unresolvable(NAME, ERR_REASON_NODE_LABEL_NOT_MATCH);
             };
             let matched = match &c.domains {
-                DomainCounts::ByValue(counts) => counts.get(value.as_str()).copied().unwrap_or(0),
+                DomainCounts::ByValue(counts) => counts.get(value).copied().unwrap_or(0),
                 DomainCounts::PerNode => {
                     // PreFilter counted the node only if it has every topology key.
-                    if value.as_str() == node.name()
+                    if value == node.name()
                         && pre
                             .constraints
                             .iter()
-                            .all(|c| labels.contains_key(c.constraint.topology_key.as_str()))
+                            .all(|c| label_value(labels, &c.constraint.topology_key).is_some())
                         && pre
                             .inclusion
                             .includes(&mut verdict, &c.constraint, node.node())
@@ -576,16 +576,20 @@ impl PreScorePlugin for PodTopologySpread {
                 if constraint.topology_key == LABEL_HOSTNAME {
                     continue;
                 }
-                if let Some(value) = labels.get(constraint.topology_key.as_str()) {
+                if let Some(value) = label_value(labels, &constraint.topology_key) {
                     add_to_domain(domains, value, 0);
                 }
             }
         }
-        // Count the matching pods of those domains over all the nodes the constraints count.
+        // Count the matching pods of those domains over all the nodes the constraints count
+        // (unless every constraint is on the hostname, counted at Score).
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
         let inclusion = NodeInclusion::new(pod);
         let mut values = Vec::with_capacity(constraints.len());
-        for info in all {
+        let by_domain = constraints
+            .iter()
+            .any(|constraint| constraint.topology_key != LABEL_HOSTNAME);
+        for info in all.iter().filter(|_| by_domain) {
             let node = info.node();
             if !topology_values(node_labels(node), &constraints, &mut values) {
                 continue;
@@ -639,20 +643,20 @@ impl ScorePlugin for PodTopologySpread {
         if !pre
             .constraints
             .iter()
-            .all(|c| labels.contains_key(c.constraint.topology_key.as_str()))
+            .all(|c| label_value(labels, &c.constraint.topology_key).is_some())
         {
             return Ok(IGNORED_NODE_SCORE);
         }
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
         let mut score = 0.0_f64;
         for c in &pre.constraints {
-            let Some(value) = labels.get(c.constraint.topology_key.as_str()) else {
-                continue;
-            };
             let count = if c.constraint.topology_key == LABEL_HOSTNAME {
                 c.constraint.counter.count(node, namespace)
             } else {
-                c.counts.get(value.as_str()).copied().unwrap_or(0)
+                let Some(value) = label_value(labels, &c.constraint.topology_key) else {
+                    continue;
+                };
+                c.counts.get(value).copied().unwrap_or(0)
             };
             // Kubernetes' `scoreForCount`: maxSkew - 1 waters the differences down.
             #[allow(clippy::cast_precision_loss)]
