@@ -293,14 +293,20 @@ async fn run(args: Args) -> Result<()> {
     let p99 = metrics
         .attempt_duration_quantile(0.99)
         .context("no attempt recorded")?;
+    let algorithm_mean = metrics.algorithm_duration_mean().unwrap_or_default();
+    let algorithm_p99 = metrics
+        .algorithm_duration_quantile(0.99)
+        .unwrap_or_default();
     println!(
-        "RESULT scheduler_{} {:.0} pods/s p99 {:.2} ms nodes {} pods {} elapsed {:.2} s unschedulable_attempts {} errors {}",
+        "RESULT scheduler_{} {:.0} pods/s p99 {:.2} ms nodes {} pods {} elapsed {:.2} s algorithm_mean {:.0} us algorithm_p99 {:.0} us unschedulable_attempts {} errors {}",
         args.workload.name(),
         throughput,
         p99.as_secs_f64() * 1000.0,
         args.nodes,
         args.pods,
         elapsed.as_secs_f64(),
+        algorithm_mean.as_secs_f64() * 1e6,
+        algorithm_p99.as_secs_f64() * 1e6,
         metrics.unschedulable(),
         metrics.errors(),
     );

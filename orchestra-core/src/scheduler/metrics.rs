@@ -25,6 +25,11 @@ pub struct SchedulerMetrics {
     /// Durations of the attempts that ended with the pod bound, from the pop to the end of the
     /// binding.
     durations: Box<[AtomicU64]>,
+    /// Durations of the scheduling algorithm alone (kube-scheduler's
+    /// `scheduling_algorithm_duration_seconds`): PreFilter to the choice of a node.
+    algorithm: Box<[AtomicU64]>,
+    /// The sum of the algorithm's durations, in microseconds.
+    algorithm_micros: AtomicU64,
 }
 
 impl Default for SchedulerMetrics {
@@ -34,6 +39,8 @@ impl Default for SchedulerMetrics {
             unschedulable: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             durations: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            algorithm: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            algorithm_micros: AtomicU64::new(0),
         }
     }
 }
@@ -74,6 +81,29 @@ impl SchedulerMetrics {
         self.scheduled.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         self.durations[bucket(micros)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long one run of the scheduling algorithm took.
+    pub fn observe_algorithm(&self, duration: Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.algorithm_micros.fetch_add(micros, Ordering::Relaxed);
+        self.algorithm[bucket(micros)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The mean duration of the scheduling algorithm, `None` before it ran.
+    pub fn algorithm_duration_mean(&self) -> Option<Duration> {
+        let runs: u64 = self
+            .algorithm
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        (runs > 0)
+            .then(|| Duration::from_micros(self.algorithm_micros.load(Ordering::Relaxed) / runs))
+    }
+
+    /// The `q` quantile of the scheduling algorithm's durations (upper bound of its bucket).
+    pub fn algorithm_duration_quantile(&self, q: f64) -> Option<Duration> {
+        quantile(&self.algorithm, q)
     }
 
     /// Counts an attempt that found no node.
@@ -120,26 +150,30 @@ impl SchedulerMetrics {
     /// assert_eq!(metrics.scheduled(), 100);
     /// ```
     pub fn attempt_duration_quantile(&self, q: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self
-            .durations
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        // The rank of the quantile, 1-based, rounded up.
-        let wanted = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (index, count) in counts.iter().enumerate() {
-            seen += count;
-            if seen >= wanted {
-                return Some(Duration::from_micros(upper_bound(index)));
-            }
-        }
-        Some(Duration::from_micros(upper_bound(BUCKETS - 1)))
+        quantile(&self.durations, q)
     }
+}
+
+/// The `q` quantile of a histogram, as the upper bound of its bucket.
+fn quantile(buckets: &[AtomicU64], q: f64) -> Option<Duration> {
+    let counts: Vec<u64> = buckets
+        .iter()
+        .map(|count| count.load(Ordering::Relaxed))
+        .collect();
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    // The rank of the quantile, 1-based, rounded up.
+    let wanted = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (index, count) in counts.iter().enumerate() {
+        seen += count;
+        if seen >= wanted {
+            return Some(Duration::from_micros(upper_bound(index)));
+        }
+    }
+    Some(Duration::from_micros(upper_bound(BUCKETS - 1)))
 }
 
 #[cfg(test)]
@@ -172,6 +206,14 @@ mod tests {
         metrics.observe_scheduled(Duration::from_secs(1));
         metrics.observe_unschedulable();
         metrics.observe_error();
+        metrics.observe_algorithm(Duration::from_micros(40));
+        metrics.observe_algorithm(Duration::from_micros(60));
+        assert_eq!(
+            metrics.algorithm_duration_mean(),
+            Some(Duration::from_micros(50))
+        );
+        let p99 = metrics.algorithm_duration_quantile(0.99).unwrap();
+        assert!(p99 >= Duration::from_micros(60) && p99 < Duration::from_micros(80));
         let p50 = metrics.attempt_duration_quantile(0.5).unwrap();
         assert!(p50 >= Duration::from_micros(100) && p50 < Duration::from_micros(130));
         let max = metrics.attempt_duration_quantile(1.0).unwrap();

@@ -373,6 +373,7 @@ impl Cycle {
             &pod,
             &self.snapshot,
         );
+        self.metrics.observe_algorithm(started.elapsed());
         match outcome {
             Ok(result) => self.assume_and_bind(
                 profile,
