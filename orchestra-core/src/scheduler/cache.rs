@@ -380,15 +380,24 @@ impl SchedulerCache {
     /// [`CacheError::NotAssigned`] if the pod names no node; [`CacheError::AlreadyInCache`] if a
     /// pod with the same `namespace/name` is already assumed or added.
     pub fn assume_pod(&self, pod: &Pod) -> Result<(), CacheError> {
-        let key = pod_key(pod);
-        let Some(node) = node_name_of(pod) else {
+        self.assume_pod_shared(Arc::new(pod.clone()))
+    }
+
+    /// [`assume_pod`](Self::assume_pod) for a pod the caller already shares.
+    ///
+    /// # Errors
+    ///
+    /// As [`assume_pod`](Self::assume_pod).
+    pub fn assume_pod_shared(&self, pod: Arc<Pod>) -> Result<(), CacheError> {
+        let key = pod_key(&pod);
+        let Some(node) = node_name_of(&pod) else {
             return Err(CacheError::NotAssigned { pod: key });
         };
         let mut inner = self.lock();
         if inner.pods.contains_key(&key) {
             return Err(CacheError::AlreadyInCache { pod: key });
         }
-        let shared = Arc::new(pod.clone());
+        let shared = Arc::clone(&pod);
         inner.add_to_node(shared.clone(), node);
         inner.assumed.insert(key.clone());
         inner.pods.insert(

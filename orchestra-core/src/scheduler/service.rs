@@ -469,7 +469,8 @@ impl Cycle {
     ) {
         let mut assumed = Pod::clone(&info.pod);
         assumed.spec.get_or_insert_default().node_name = Some(host.clone());
-        if let Err(error) = self.cache.assume_pod(&assumed) {
+        let assumed = Arc::new(assumed);
+        if let Err(error) = self.cache.assume_pod_shared(assumed.clone()) {
             self.fail(
                 info,
                 scheduling_cycle,
@@ -659,7 +660,7 @@ impl Binding {
         info: QueuedPodInfo,
         scheduling_cycle: u64,
         mut state: CycleState,
-        assumed: Pod,
+        assumed: Arc<Pod>,
         host: String,
     ) {
         let outcome = self.bind(&assumed, &host).await;
@@ -674,7 +675,7 @@ impl Binding {
                     let namespace = assumed.metadata.namespace.as_deref().unwrap_or("");
                     let name = assumed.metadata.name.as_deref().unwrap_or("");
                     recorder.event(
-                        &assumed,
+                        assumed.as_ref(),
                         EventType::Normal,
                         "Scheduled",
                         &format!("Successfully assigned {namespace}/{name} to {host}"),
