@@ -406,6 +406,30 @@ impl NodeInfo {
         self.anti_affinity_groups.values()
     }
 
+    /// Its pods with required anti-affinity, one entry per namespace and set of terms, each
+    /// with the key of its group: a string made of the namespace and the terms, the same for
+    /// the same group on every node (so groups can be merged across nodes).
+    pub fn required_anti_affinity_groups_by_key(
+        &self,
+    ) -> impl Iterator<Item = (&str, &AntiAffinityGroup)> {
+        self.anti_affinity_groups
+            .iter()
+            .map(|(key, group)| (key.as_str(), group))
+    }
+
+    /// Its pods' labels counted: `(namespace, key, value, how many pods of the namespace have
+    /// the label key=value)`, in order, every count positive (what
+    /// [`count_pods_with_label`](NodeInfo::count_pods_with_label) answers).
+    pub fn pod_label_counts(&self) -> impl Iterator<Item = (&str, &str, &str, usize)> {
+        self.labels.iter().flat_map(|(namespace, keys)| {
+            keys.iter().flat_map(move |(key, values)| {
+                values.iter().map(move |(value, count)| {
+                    (namespace.as_str(), key.as_str(), value.as_str(), *count)
+                })
+            })
+        })
+    }
+
     /// Whether the pod with this key (`namespace/name`) is on it.
     pub fn has_pod(&self, key: &str) -> bool {
         self.pods.contains_key(key)
@@ -718,17 +742,20 @@ mod tests {
                     let ports = match port {
                         None => json!([]),
                         Some((protocol, ip, port)) => {
- let protocol_name = ["TCP", "UDP"][protocol];
- let host_ip = ["", "10.0.0.1", "10.0.0.2"][ip];
- json!([{
-                            "containerPort": 1,
-                            "hostPort": port,
-                            "protocol": protocol_name,
-                            "hostIP": host_ip
-                        }])
+                            let protocol_name = ["TCP", "UDP"][protocol];
+                            let host_ip = ["", "10.0.0.1", "10.0.0.2"][ip];
+                            json!([{
+                                "containerPort": 1,
+                                "hostPort": port,
+                                "protocol": protocol_name,
+                                "hostIP": host_ip
+                            }])
                         }
                     };
-                    let mut p = pod(&format!("p{name}"), json!([{"name": "c", "resources": {"requests": requests}, "ports": ports}]));
+                    let mut p = pod(
+                        &format!("p{name}"),
+                        json!([{"name": "c", "resources": {"requests": requests}, "ports": ports}]),
+                    );
                     p.metadata.labels = Some([("app".to_owned(), format!("a{app}"))].into());
                     if let (Some(anti), Some(spec)) = (anti, p.spec.as_mut()) {
                         let topology = ["kubernetes.io/hostname", "zone"][anti];
@@ -737,7 +764,8 @@ mod tests {
                                 "topologyKey": topology,
                                 "labelSelector": {"matchLabels": {"app": "a0"}}
                             }]
-                        }})).ok();
+                        }}))
+                        .ok();
                     }
                     (name, p)
                 })
@@ -777,6 +805,15 @@ mod tests {
                 let groups = |n: &NodeInfo| n.required_anti_affinity_groups().map(|g| (anti_affinity_group_key(&g.pod), g.count, n.has_pod(&pod_key(&g.pod)))).collect::<Vec<_>>();
                 prop_assert_eq!(groups(&info), groups(&fresh));
                 prop_assert!(groups(&info).iter().all(|(_, _, present)| *present));
+                let keyed = |n: &NodeInfo| n.required_anti_affinity_groups_by_key().map(|(k, g)| (k.to_owned(), anti_affinity_group_key(&g.pod), g.count)).collect::<Vec<_>>();
+                prop_assert_eq!(keyed(&info), keyed(&fresh));
+                prop_assert!(keyed(&info).iter().all(|(k, key, _)| Some(k) == key.as_ref()));
+                let labels = |n: &NodeInfo| n.pod_label_counts().map(|(a, b, c, d)| (a.to_owned(), b.to_owned(), c.to_owned(), d)).collect::<Vec<_>>();
+                prop_assert_eq!(labels(&info), labels(&fresh));
+                for (namespace, key, value, count) in labels(&info) {
+                    prop_assert!(count > 0);
+                    prop_assert_eq!(info.count_pods_with_label(&namespace, &key, &value), count);
+                }
             }
         }
     }

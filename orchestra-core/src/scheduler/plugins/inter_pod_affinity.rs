@@ -64,6 +64,7 @@
 //!   uses to re-run the filter with victims removed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::{Affinity, Pod, PodAffinityTerm, WeightedPodAffinityTerm};
@@ -330,29 +331,71 @@ impl AffinityTerm {
     }
 }
 
+/// The Fx hash (rustc's): fast on the short label values [`TopologyMap`] holds, and the same in
+/// every run. Only for maps that are looked up, never iterated.
+#[derive(Clone, Copy, Debug, Default)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FxHasher::SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// Numbers by topology pair (topology key, then the domain's value), looked up without
 /// allocating (Kubernetes' `topologyToMatchedTermCount` and `scoreMap`).
 ///
 /// The few topology keys are a [`BTreeMap`], iterated in order; the values of a key (one per
-/// node for `kubernetes.io/hostname`) are a [`HashMap`], which is only ever looked up, never
+/// node for `kubernetes.io/hostname`) are a [`HashMap`] of the values interned by the
+/// [`ClusterIndex`] (so adding a pair allocates no string), which is only ever looked up, never
 /// iterated, so results do not depend on its order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct TopologyMap {
-    pairs: BTreeMap<String, HashMap<String, i64>>,
+    pairs: BTreeMap<String, HashMap<Arc<str>, i64, BuildHasherDefault<FxHasher>>>,
 }
 
 impl TopologyMap {
-    fn add(&mut self, key: &str, value: &str, n: i64) {
+    fn add(&mut self, key: &str, value: &Arc<str>, n: i64) {
         match self.pairs.get_mut(key) {
-            Some(values) => match values.get_mut(value) {
+            Some(values) => match values.get_mut(&**value) {
                 Some(total) => *total = total.saturating_add(n),
                 None => {
-                    values.insert(value.to_owned(), n);
+                    values.insert(Arc::clone(value), n);
                 }
             },
             None => {
-                self.pairs
-                    .insert(key.to_owned(), HashMap::from([(value.to_owned(), n)]));
+                let mut values = HashMap::default();
+                values.insert(Arc::clone(value), n);
+                self.pairs.insert(key.to_owned(), values);
             }
         }
     }
@@ -365,8 +408,21 @@ impl TopologyMap {
             .unwrap_or(0)
     }
 
+    /// Makes room for `n` more values of `key`.
+    fn reserve(&mut self, key: &str, n: usize) {
+        match self.pairs.get_mut(key) {
+            Some(values) => values.reserve(n),
+            None => {
+                let mut values = HashMap::default();
+                values.reserve(n);
+                self.pairs.insert(key.to_owned(), values);
+            }
+        }
+    }
+
+    /// Whether it holds no pair (a key made room for by [`TopologyMap::reserve`] holds none).
     fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.pairs.values().all(HashMap::is_empty)
     }
 
     /// The sum over the pairs `node` is in.
@@ -376,7 +432,7 @@ impl TopologyMap {
         };
         self.pairs
             .iter()
-            .filter_map(|(key, values)| values.get(labels.get(key)?))
+            .filter_map(|(key, values)| values.get(labels.get(key)?.as_str()))
             .fold(0, |sum, n| sum.saturating_add(*n))
     }
 
@@ -388,7 +444,7 @@ impl TopologyMap {
         self.pairs.iter().any(|(key, values)| {
             labels
                 .get(key)
-                .and_then(|value| values.get(value))
+                .and_then(|value| values.get(value.as_str()))
                 .is_some_and(|n| *n > 0)
         })
     }
@@ -438,7 +494,7 @@ struct IndexedGroup {
     nodes: BTreeMap<usize, usize>,
 }
 
-/// Node indices by how many of their pods have a label, by namespace, key and value.
+/// Node indices by how many of their pods have a label, by namespace, key and value (no zeros).
 type LabelIndex = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<usize, usize>>>>;
 
 /// What the plugin knows of the cluster across cycles, kept up to date by diffing the nodes it
@@ -449,10 +505,31 @@ struct ClusterIndex {
     nodes: Vec<Arc<NodeInfo>>,
     /// Required anti-affinity groups by their key ([`NodeInfo::required_anti_affinity_groups_by_key`]).
     groups: BTreeMap<String, IndexedGroup>,
-    /// Pods by label.
+    /// Pods by label, for the labels asked about since the last rebuild
+    /// ([`ClusterIndex::cache_label`]): an entry, once made, covers every node.
     labels: LabelIndex,
     /// The indices of the nodes for which [`has_scoring_terms`] holds.
     scoring_nodes: BTreeSet<usize>,
+    /// The labels of each node (by index), values interned for [`TopologyMap`].
+    node_labels: Vec<Arc<NodeLabels>>,
+    /// For the topology keys asked about since the last rebuild ([`ClusterIndex::cache_column`]),
+    /// each node's value, by index: read in one sweep of memory rather than node by node.
+    columns: BTreeMap<String, Vec<Option<Arc<str>>>>,
+}
+
+/// A node's labels, the values shared.
+type NodeLabels = BTreeMap<String, Arc<str>>;
+
+fn interned_labels(node: &NodeInfo) -> Arc<NodeLabels> {
+    Arc::new(
+        node.node()
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .map(|(key, value)| (key.clone(), Arc::from(value.as_str())))
+            .collect(),
+    )
 }
 
 impl ClusterIndex {
@@ -478,6 +555,16 @@ impl ClusterIndex {
             let old = Arc::clone(old);
             self.remove_node(index, &old);
             self.add_node(index, new);
+            if !Arc::ptr_eq(old.node_arc(), new.node_arc())
+                && let Some(labels) = self.node_labels.get_mut(index)
+            {
+                *labels = interned_labels(new);
+                for (key, column) in &mut self.columns {
+                    if let Some(slot) = column.get_mut(index) {
+                        *slot = labels.get(key).cloned();
+                    }
+                }
+            }
             if let Some(slot) = self.nodes.get_mut(index) {
                 *slot = Arc::clone(new);
             }
@@ -490,6 +577,31 @@ impl ClusterIndex {
             self.add_node(index, node);
         }
         self.nodes = nodes.to_vec();
+        self.node_labels = nodes.iter().map(|node| interned_labels(node)).collect();
+    }
+
+    /// The value of the label `key` of the node at an index, interned: from the column of
+    /// `key` if there is one ([`ClusterIndex::cache_column`]).
+    fn values_of<'a>(&'a self, key: &'a str) -> impl Fn(usize) -> Option<&'a Arc<str>> + 'a {
+        let column = self.columns.get(key);
+        move |index| match column {
+            Some(column) => column.get(index)?.as_ref(),
+            None => self.node_labels.get(index)?.get(key),
+        }
+    }
+
+    /// Puts the values of the label `key` of every node in a column (once: later changes are
+    /// applied as nodes change).
+    fn cache_column(&mut self, key: &str) {
+        if self.columns.contains_key(key) {
+            return;
+        }
+        let column = self
+            .node_labels
+            .iter()
+            .map(|labels| labels.get(key).cloned())
+            .collect();
+        self.columns.insert(key.to_owned(), column);
     }
 
     fn add_node(&mut self, index: usize, node: &NodeInfo) {
@@ -510,14 +622,9 @@ impl ClusterIndex {
             }
         }
         for (namespace, key, value, n) in node.pod_label_counts() {
-            self.labels
-                .entry(namespace.to_owned())
-                .or_default()
-                .entry(key.to_owned())
-                .or_default()
-                .entry(value.to_owned())
-                .or_default()
-                .insert(index, n);
+            if let Some(holders) = self.holders_mut(namespace, key, value) {
+                holders.insert(index, n);
+            }
         }
         if has_scoring_terms(node) {
             self.scoring_nodes.insert(index);
@@ -535,50 +642,135 @@ impl ClusterIndex {
             }
         }
         for (namespace, key, value, _) in node.pod_label_counts() {
-            let Some(keys) = self.labels.get_mut(namespace) else {
-                continue;
-            };
-            if let Some(values) = keys.get_mut(key) {
-                if let Some(holders) = values.get_mut(value) {
-                    holders.remove(&index);
-                    if holders.is_empty() {
-                        values.remove(value);
-                    }
-                }
-                if values.is_empty() {
-                    keys.remove(key);
-                }
-            }
-            if keys.is_empty() {
-                self.labels.remove(namespace);
+            // An entry left empty stays: it still says which nodes hold the label (none).
+            if let Some(holders) = self.holders_mut(namespace, key, value) {
+                holders.remove(&index);
             }
         }
         self.scoring_nodes.remove(&index);
     }
 
-    /// The nodes holding pods of `namespace` with the label `key=value`, with how many.
+    /// The nodes holding pods of `namespace` with the label `key=value`, with how many; `None`
+    /// when the label is not in the index.
     fn holders(&self, namespace: &str, key: &str, value: &str) -> Option<&BTreeMap<usize, usize>> {
         self.labels.get(namespace)?.get(key)?.get(value)
     }
 
-    /// For a term with [`AffinityTerm::single_label`], the nodes holding pods it matches, with
-    /// how many (summed over its namespaces); `None` for other terms.
-    fn matching_by_label(&self, term: &AffinityTerm) -> Option<BTreeMap<usize, usize>> {
-        let (key, value) = term.single_label.as_ref()?;
-        let mut nodes: BTreeMap<usize, usize> = BTreeMap::new();
-        for namespace in &term.namespaces {
-            for (index, n) in self.holders(namespace, key, value).into_iter().flatten() {
-                let total = nodes.entry(*index).or_default();
-                *total = total.saturating_add(*n);
+    fn holders_mut(
+        &mut self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+    ) -> Option<&mut BTreeMap<usize, usize>> {
+        self.labels.get_mut(namespace)?.get_mut(key)?.get_mut(value)
+    }
+
+    /// Puts the label `key=value` of pods in `namespace` in the index (once: later changes are
+    /// applied as nodes change), by asking every node.
+    fn cache_label(&mut self, namespace: &str, key: &str, value: &str) {
+        if self.holders(namespace, key, value).is_some() {
+            return;
+        }
+        let holders: BTreeMap<usize, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, node)| {
+                let n = node.count_pods_with_label(namespace, key, value);
+                (n > 0).then_some((index, n))
+            })
+            .collect();
+        self.labels
+            .entry(namespace.to_owned())
+            .or_default()
+            .entry(key.to_owned())
+            .or_default()
+            .insert(value.to_owned(), holders);
+    }
+
+    /// Puts the labels of the terms counted by label, and the topology keys of all the terms,
+    /// in the index.
+    fn cache_labels<'a>(&mut self, terms: impl IntoIterator<Item = &'a AffinityTerm>) {
+        for term in terms {
+            self.cache_column(&term.topology_key);
+            if let Some((key, value)) = &term.single_label {
+                for namespace in &term.namespaces {
+                    self.cache_label(namespace, key, value);
+                }
             }
         }
-        Some(nodes)
+    }
+
+    /// For a term with [`AffinityTerm::single_label`], the nodes holding pods it matches, with
+    /// how many: one map per namespace of the term (a node may be in several); `None` for other
+    /// terms, and for labels not in the index ([`ClusterIndex::cache_labels`]).
+    fn label_holders(&self, term: &AffinityTerm) -> Option<Vec<&BTreeMap<usize, usize>>> {
+        let (key, value) = term.single_label.as_ref()?;
+        term.namespaces
+            .iter()
+            .map(|namespace| self.holders(namespace, key, value))
+            .collect()
+    }
+
+    /// Adds `weight` times the number of pods `term` matches on each node to the node's domain,
+    /// looking at the pods of every node with the topology label unless the term is counted by
+    /// label.
+    fn add_matching(&self, term: &AffinityTerm, weight: i64, counts: &mut TopologyMap) {
+        let values = self.values_of(&term.topology_key);
+        match self.label_holders(term) {
+            Some(holders) => {
+                let total = holders.iter().map(|holders| holders.len()).sum();
+                if total > 0 {
+                    counts.reserve(&term.topology_key, total);
+                }
+                for (index, n) in holders.into_iter().flatten() {
+                    if *n > 0
+                        && let Some(value) = values(*index)
+                    {
+                        counts.add(&term.topology_key, value, weight.saturating_mul(count(*n)));
+                    }
+                }
+            }
+            None => {
+                for (index, node) in self.nodes.iter().enumerate() {
+                    if node.pod_count() == 0 {
+                        continue;
+                    }
+                    let Some(value) = values(index) else {
+                        continue;
+                    };
+                    let matching = node.pods().filter(|p| term.matches(p)).count();
+                    if matching > 0 {
+                        counts.add(
+                            &term.topology_key,
+                            value,
+                            weight.saturating_mul(count(matching)),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Kubernetes' `getTPMapMatchingExistingAntiAffinity`: the pairs where a running pod's
     /// required anti-affinity term matches `pod`, one check per group of pods with the same
     /// namespace and terms over the cluster.
-    fn existing_anti_affinity_counts(&self, pod: &Pod) -> TopologyMap {
+    fn existing_anti_affinity_counts(&mut self, pod: &Pod) -> TopologyMap {
+        let mut keys: BTreeSet<&str> = BTreeSet::new();
+        for group in self.groups.values() {
+            let owner_namespace = namespace_of(&group.pod);
+            for term in required_anti_affinity_terms(&group.pod) {
+                if !self.columns.contains_key(&term.topology_key)
+                    && pod_matches_affinity_term(term, owner_namespace, pod)
+                {
+                    keys.insert(&term.topology_key);
+                }
+            }
+        }
+        let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
+        for key in &keys {
+            self.cache_column(key);
+        }
         let mut counts = TopologyMap::default();
         for group in self.groups.values() {
             let owner_namespace = namespace_of(&group.pod);
@@ -586,10 +778,9 @@ impl ClusterIndex {
                 if !pod_matches_affinity_term(term, owner_namespace, pod) {
                     continue;
                 }
+                let values = self.values_of(&term.topology_key);
                 for (index, n) in &group.nodes {
-                    if let Some(node) = self.nodes.get(*index)
-                        && let Some(value) = node_label(node, &term.topology_key)
-                    {
+                    if let Some(value) = values(*index) {
                         counts.add(&term.topology_key, value, count(*n));
                     }
                 }
@@ -609,65 +800,48 @@ impl ClusterIndex {
         let mut affinity_counts = TopologyMap::default();
         let mut anti_affinity_counts = TopologyMap::default();
         if !affinity.is_empty() {
+            let mut visit = |index: usize| {
+                if let (Some(node), Some(labels)) =
+                    (self.nodes.get(index), self.node_labels.get(index))
+                {
+                    affinity_counts_of_node(affinity, node, labels, &mut affinity_counts);
+                }
+            };
             // A pod matching all the terms matches any term counted by label: only the nodes
             // holding pods with that label can count.
-            let candidates = affinity
-                .iter()
-                .find_map(|term| self.matching_by_label(term));
-            let mut visit = |node: &NodeInfo| {
-                affinity_counts_of_node(affinity, node, &mut affinity_counts);
-            };
-            match candidates {
-                Some(candidates) => candidates
-                    .keys()
-                    .filter_map(|index| self.nodes.get(*index))
-                    .for_each(|node| visit(node)),
-                None => self.nodes.iter().for_each(|node| visit(node)),
+            match affinity.iter().find_map(|term| self.label_holders(term)) {
+                Some(holders) => match holders.as_slice() {
+                    [] => {}
+                    [holders] => holders.keys().for_each(|index| visit(*index)),
+                    _ => holders
+                        .iter()
+                        .flat_map(|holders| holders.keys().copied())
+                        .collect::<BTreeSet<usize>>()
+                        .into_iter()
+                        .for_each(visit),
+                },
+                None => (0..self.nodes.len()).for_each(visit),
             }
         }
         for term in anti_affinity {
-            match self.matching_by_label(term) {
-                Some(matching) => {
-                    for (index, n) in matching {
-                        if n > 0
-                            && let Some(node) = self.nodes.get(index)
-                            && let Some(value) = node_label(node, &term.topology_key)
-                        {
-                            anti_affinity_counts.add(&term.topology_key, value, count(n));
-                        }
-                    }
-                }
-                None => {
-                    for node in &self.nodes {
-                        if node.pod_count() == 0 {
-                            continue;
-                        }
-                        let Some(value) = node_label(node, &term.topology_key) else {
-                            continue;
-                        };
-                        let matching = node.pods().filter(|p| term.matches(p)).count();
-                        if matching > 0 {
-                            anti_affinity_counts.add(&term.topology_key, value, count(matching));
-                        }
-                    }
-                }
-            }
+            self.add_matching(term, 1, &mut anti_affinity_counts);
         }
         (affinity_counts, anti_affinity_counts)
     }
 }
 
-/// Adds to `counts` the pods of `node` that match all of `affinity`, in each term's topology.
-fn affinity_counts_of_node(affinity: &[AffinityTerm], node: &NodeInfo, counts: &mut TopologyMap) {
-    if node.pod_count() == 0 {
-        return;
-    }
-    let Some(labels) = node.node().metadata.labels.as_ref() else {
-        return;
-    };
-    if !affinity
-        .iter()
-        .any(|term| labels.contains_key(&term.topology_key))
+/// Adds to `counts` the pods of `node` (with the interned `labels`) that match all of
+/// `affinity`, in each term's topology.
+fn affinity_counts_of_node(
+    affinity: &[AffinityTerm],
+    node: &NodeInfo,
+    labels: &NodeLabels,
+    counts: &mut TopologyMap,
+) {
+    if node.pod_count() == 0
+        || !affinity
+            .iter()
+            .any(|term| labels.contains_key(&term.topology_key))
     {
         return;
     }
@@ -860,7 +1034,8 @@ impl PreFilterPlugin for InterPodAffinity {
                 return Status::error(NAME, format!("parsing pod affinity terms: {error}"));
             }
         };
-        let index = self.index_of(nodes);
+        let mut index = self.index_of(nodes);
+        index.cache_labels(affinity.iter().chain(&anti_affinity));
         let existing_anti_affinity_counts = index.existing_anti_affinity_counts(pod);
         if affinity.is_empty()
             && anti_affinity.is_empty()
@@ -908,13 +1083,13 @@ impl FilterPlugin for InterPodAffinity {
 }
 
 impl InterPodAffinity {
-    /// Kubernetes' `processExistingPod`, for the terms of the running pod `existing` (on `node`,
-    /// whose labels are `labels`) towards the incoming `pod`.
+    /// Kubernetes' `processExistingPod`, for the terms of the running pod `existing` (on a
+    /// node whose labels are `labels`) towards the incoming `pod`.
     fn score_existing_pod_terms(
         &self,
         scores: &mut TopologyMap,
         existing: &Pod,
-        labels: &BTreeMap<String, String>,
+        labels: &NodeLabels,
         pod: &Pod,
     ) {
         let owner_namespace = namespace_of(existing);
@@ -972,20 +1147,13 @@ impl PreScorePlugin for InterPodAffinity {
         if self.ignore_preferred_terms_of_existing_pods && terms.is_empty() {
             return Status::skip(NAME);
         }
-        let index = self.index_of(all);
+        let mut index = self.index_of(all);
+        index.cache_labels(terms.iter().map(|(term, _)| term));
         let mut scores = TopologyMap::default();
         // Terms counted by label visit only the nodes holding pods with the label.
         for (term, weight) in &terms {
-            let Some(matching) = index.matching_by_label(term) else {
-                continue;
-            };
-            for (i, n) in matching {
-                if n > 0
-                    && let Some(node) = index.nodes.get(i)
-                    && let Some(value) = node_label(node, &term.topology_key)
-                {
-                    scores.add(&term.topology_key, value, weight.saturating_mul(count(n)));
-                }
+            if term.single_label.is_some() {
+                index.add_matching(term, *weight, &mut scores);
             }
         }
         // Terms that must look at every pod (those not counted by label).
@@ -993,8 +1161,8 @@ impl PreScorePlugin for InterPodAffinity {
             .iter()
             .filter(|(term, _)| term.single_label.is_none())
             .collect();
-        let mut score_node = |node: &NodeInfo| {
-            let Some(labels) = node.node().metadata.labels.as_ref() else {
+        let mut score_node = |i: usize| {
+            let (Some(node), Some(labels)) = (index.nodes.get(i), index.node_labels.get(i)) else {
                 return;
             };
             if labels.is_empty() || node.pod_count() == 0 {
@@ -1018,13 +1186,9 @@ impl PreScorePlugin for InterPodAffinity {
         };
         if scanned.is_empty() {
             // Only nodes with running pods whose terms can score.
-            index
-                .scoring_nodes
-                .iter()
-                .filter_map(|i| index.nodes.get(*i))
-                .for_each(|node| score_node(node));
+            index.scoring_nodes.iter().for_each(|i| score_node(*i));
         } else {
-            index.nodes.iter().for_each(|node| score_node(node));
+            (0..index.nodes.len()).for_each(score_node);
         }
         drop(index);
         if scores.is_empty() {
