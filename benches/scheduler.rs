@@ -45,7 +45,7 @@ fn node(index: usize) -> Node {
         "spec": {},
         "status": {"allocatable": {"cpu": "4", "memory": "32Gi", "pods": "110"}}
     });
-    if index % 10 == 0 {
+    if index.is_multiple_of(10) {
         value["spec"]["taints"] = json!([{"key": "soft", "effect": "PreferNoSchedule"}]);
     }
     serde_json::from_value(value).unwrap_or_default()
@@ -146,7 +146,7 @@ fn profile_of(name: &str) -> Profile {
                 .with_score(plugin, 2)
         }
         "PodTopologySpread" => {
-            let plugin = Arc::new(PodTopologySpread);
+            let plugin = Arc::new(PodTopologySpread::default());
             profile
                 .with_pre_filter(plugin.clone())
                 .with_filter(plugin.clone())

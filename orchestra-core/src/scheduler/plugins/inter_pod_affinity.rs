@@ -11,12 +11,12 @@
 //!   first pod of a group with affinity to itself can start: when no pod anywhere matches the
 //!   terms and the pod matches its own terms, any node with all the topology labels will do.
 //!   Otherwise the node is rejected with `node(s) didn't match pod affinity rules`
-//!   ([`Code::UnschedulableAndUnresolvable`]: evicting pods would not help).
+//!   ([`Code::UnschedulableAndUnresolvable`](crate::scheduler::framework::Code::UnschedulableAndUnresolvable): evicting pods would not help).
 //! - **Required anti-affinity**: for no term may the node's domain hold a pod that matches it
-//!   (`node(s) didn't match pod anti-affinity rules`, [`Code::Unschedulable`]).
+//!   (`node(s) didn't match pod anti-affinity rules`, [`Code::Unschedulable`](crate::scheduler::framework::Code::Unschedulable)).
 //! - **Existing pods' required anti-affinity**: the node must not be in the domain of a running
 //!   pod whose anti-affinity term matches the incoming pod (`node(s) didn't satisfy existing pods
-//!   anti-affinity rules`, [`Code::Unschedulable`]).
+//!   anti-affinity rules`, [`Code::Unschedulable`](crate::scheduler::framework::Code::Unschedulable)).
 //! - **Scoring**: each preferred affinity term of the pod adds its weight to the domain of every
 //!   running pod that matches it, each preferred anti-affinity term subtracts it; each running
 //!   pod's preferred affinity (anti-affinity) terms that match the incoming pod add (subtract)

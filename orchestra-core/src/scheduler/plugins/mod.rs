@@ -82,7 +82,7 @@ pub fn default_profile() -> Profile {
     let ports = Arc::new(node_ports::NodePorts);
     let fit = Arc::new(node_resources_fit::NodeResourcesFit::default());
     let balanced = Arc::new(balanced_allocation::BalancedAllocation::default());
-    let spread = Arc::new(pod_topology_spread::PodTopologySpread);
+    let spread = Arc::new(pod_topology_spread::PodTopologySpread::default());
     let inter_pod = Arc::new(inter_pod_affinity::InterPodAffinity::default());
     Profile::new(DEFAULT_SCHEDULER_NAME)
         .with_pre_filter(affinity.clone())

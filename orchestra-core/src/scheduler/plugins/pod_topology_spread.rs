@@ -31,10 +31,22 @@
 //!
 //! # Counting
 //!
-//! A selector that is one `key=value` requirement (a single `matchLabels` pair, or `In` with one
-//! value) is answered from the node's label index ([`NodeInfo::count_pods_with_label`]) without
-//! looking at the pods, so PreFilter costs a few map lookups per node. Other selectors scan the
-//! node's pods, skipping those being deleted (with a `deletionTimestamp`), as Kubernetes does.
+//! Pods being deleted (with a `deletionTimestamp`) never count, as in Kubernetes. A selector that
+//! is one `key=value` requirement (a single `matchLabels` pair, or `In` with one value) is
+//! answered from the node's label index ([`NodeInfo::count_pods_with_label`]) when no pod has the
+//! label, else by scanning the node's pods; other selectors scan the node's pods.
+//!
+//! When every `DoNotSchedule` constraint of the pod has such a selector, they all share one
+//! topology key and the node inclusion policies admit every node with it (`nodeTaintsPolicy`
+//! `Ignore`, and `nodeAffinityPolicy` `Ignore` or a pod without `nodeSelector` and required node
+//! affinity), PreFilter walks no nodes: the plugin keeps, across cycles, per namespace, label and
+//! topology key asked for, the matching pods and nodes by domain and how many domains have each
+//! count (so the global minimum is at hand). Such counts are built over all nodes the first time
+//! they are asked for, then kept up to date at the start of each PreFilter by comparing the
+//! snapshot's nodes with the previous ones: a node whose `Arc` changed is taken out as it was and
+//! added as it is (a different number of nodes, or another node at an index, drops all counts);
+//! counts unused for 1,024 cycles are dropped. Preemption's what-if runs over a copy with one
+//! node replaced are two such changes.
 //!
 //! When every node of the snapshot that has the topology keys has its own name as the value of
 //! a constraint's key (as `kubernetes.io/hostname` normally has), each node is a domain of its
@@ -48,8 +60,6 @@
 //!   their own by the selectors of the Services, ReplicationControllers, ReplicaSets and
 //!   StatefulSets that select them (`defaultConstraints`, `systemDefaulted`); this plugin does
 //!   nothing for such pods.
-//! - The label index counts terminating pods, so a one-label selector counts pods being deleted
-//!   that Kubernetes skips; other selectors skip them.
 //! - There are no PreFilter extensions (`AddPod`/`RemovePod`) for preemption's what-if runs:
 //!   preemption re-runs PreFilter over the nodes with the victims removed.
 //! - For per-node domains (above), Filter on a node that was not among PreFilter's nodes counts
@@ -89,7 +99,7 @@
 //! a.add_pod(&pod("web-0")?);
 //! let nodes = [Arc::new(a), Arc::new(node("b", "zone-b")?)];
 //!
-//! let plugin = Arc::new(PodTopologySpread);
+//! let plugin = Arc::new(PodTopologySpread::default());
 //! let profile = Profile::new("spread").with_pre_filter(plugin.clone()).with_filter(plugin);
 //! let incoming = pod("web-1")?;
 //! let mut state = CycleState::new();
@@ -103,7 +113,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 
@@ -171,7 +181,9 @@ impl PodCounter {
     fn count(&self, node: &NodeInfo, namespace: &str) -> i64 {
         let count = match self {
             PodCounter::Nothing => 0,
-            PodCounter::Label { key, value } => node.count_pods_with_label(namespace, key, value),
+            PodCounter::Label { key, value } => {
+                return count_label(node, namespace, key, value);
+            }
             PodCounter::Scan(selector) => node
                 .pods()
                 .filter(|pod| {
@@ -183,6 +195,31 @@ impl PodCounter {
         };
         i64::try_from(count).unwrap_or(i64::MAX)
     }
+}
+
+/// How many pods of `node` in `namespace` have the label `key=value` and are not being deleted:
+/// the label index's count less the terminating pods with the label (the pods are scanned for
+/// those only when the index counts some), as Kubernetes' `countPodsMatchSelector` skips them.
+fn count_label(node: &NodeInfo, namespace: &str, key: &str, value: &str) -> i64 {
+    let labelled = node.count_pods_with_label(namespace, key, value);
+    if labelled == 0 {
+        return 0;
+    }
+    // Only the terminating pods need a closer look.
+    let terminating = node
+        .pods()
+        .filter(|pod| {
+            pod.metadata.deletion_timestamp.is_some()
+                && pod.metadata.namespace.as_deref().unwrap_or("") == namespace
+                && pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(key))
+                    .is_some_and(|v| v == value)
+        })
+        .count();
+    i64::try_from(labelled.saturating_sub(terminating)).unwrap_or(i64::MAX)
 }
 
 /// A topology spread constraint of the pod, its selector parsed (Kubernetes'
@@ -341,6 +378,8 @@ enum DomainCounts {
     /// counts the node's own pods (if the constraint counts the node) rather than look its
     /// domain up among thousands.
     PerNode,
+    /// The index's domains, shared.
+    Indexed(Arc<BTreeMap<String, Domain>>),
 }
 
 /// PreFilter's tally of one constraint's domains, per node for as long as every node's value is
@@ -349,6 +388,21 @@ enum Tally {
     /// The node indexes and counts of the nodes the constraint counts.
     PerNode(Vec<(usize, i64)>),
     ByValue(BTreeMap<String, i64>),
+}
+
+impl Tally {
+    /// Turns a per-node tally into one by value (the nodes' names).
+    fn by_value(&mut self, nodes: &[Arc<NodeInfo>]) {
+        if let Tally::PerNode(counted) = self {
+            let mut counts = BTreeMap::new();
+            for (earlier, count) in counted.iter() {
+                if let Some(earlier) = nodes.get(*earlier) {
+                    add_to_domain(&mut counts, earlier.name(), *count);
+                }
+            }
+            *self = Tally::ByValue(counts);
+        }
+    }
 }
 
 /// One `DoNotSchedule` constraint as Filter reads it.
@@ -385,12 +439,280 @@ struct PreScoreState {
     constraints: Vec<ScoreConstraint>,
 }
 
+/// One domain of an indexed constraint: how many nodes have its topology value and how many
+/// matching pods they hold.
+#[derive(Clone, Debug)]
+struct Domain {
+    nodes: usize,
+    pods: i64,
+}
+
+/// The key of an indexed count: namespace, label key, label value, topology key.
+type IndexKey = (String, String, String, String);
+
+/// How many cycles an indexed count may go unused before it is dropped.
+const EVICT_AFTER_CYCLES: u64 = 1024;
+
+/// The matching pods of one `key=value` selector in one namespace, by domain of one topology key,
+/// over all the nodes that have the topology key, kept up to date across cycles.
+#[derive(Debug)]
+struct IndexedCounts {
+    /// Each node's matching pods (0 for nodes without the topology key), by node index.
+    per_node: Vec<i64>,
+    /// The domains of the nodes with the topology key (shared with the cycles' states).
+    domains: Arc<BTreeMap<String, Domain>>,
+    /// How many domains have each count: the global minimum is the first.
+    histogram: BTreeMap<i64, usize>,
+    /// The last cycle that used it.
+    last_used: u64,
+}
+
+impl IndexedCounts {
+    fn build(key: &IndexKey, nodes: &[Arc<NodeInfo>], cycle: u64) -> IndexedCounts {
+        let mut counts = IndexedCounts {
+            per_node: vec![0; nodes.len()],
+            domains: Arc::new(BTreeMap::new()),
+            histogram: BTreeMap::new(),
+            last_used: cycle,
+        };
+        for (index, node) in nodes.iter().enumerate() {
+            counts.add_node(key, index, node);
+        }
+        counts
+    }
+
+    fn histogram_remove(&mut self, pods: i64) {
+        if let Some(domains) = self.histogram.get_mut(&pods) {
+            *domains = domains.saturating_sub(1);
+            if *domains == 0 {
+                self.histogram.remove(&pods);
+            }
+        }
+    }
+
+    fn histogram_add(&mut self, pods: i64) {
+        *self.histogram.entry(pods).or_insert(0) += 1;
+    }
+
+    /// Takes the node at `index` (as it was) out of the counts.
+    fn remove_node(&mut self, key: &IndexKey, index: usize, node: &NodeInfo) {
+        let Some(pods) = self.per_node.get_mut(index).map(std::mem::take) else {
+            return;
+        };
+        let Some(value) = label_value(node_labels(node.node()), &key.3) else {
+            return;
+        };
+        let domains = Arc::make_mut(&mut self.domains);
+        let Some(domain) = domains.get_mut(value) else {
+            return;
+        };
+        let before = domain.pods;
+        domain.nodes = domain.nodes.saturating_sub(1);
+        domain.pods = domain.pods.saturating_sub(pods);
+        let after = (domain.nodes > 0).then_some(domain.pods);
+        if after.is_none() {
+            domains.remove(value);
+        }
+        self.histogram_remove(before);
+        if let Some(after) = after {
+            self.histogram_add(after);
+        }
+    }
+
+    /// Adds the node at `index` to the counts.
+    fn add_node(&mut self, key: &IndexKey, index: usize, node: &NodeInfo) {
+        let Some(value) = label_value(node_labels(node.node()), &key.3) else {
+            return;
+        };
+        let pods = count_label(node, &key.0, &key.1, &key.2);
+        if let Some(slot) = self.per_node.get_mut(index) {
+            *slot = pods;
+        }
+        let domains = Arc::make_mut(&mut self.domains);
+        let (before, after) = match domains.get_mut(value) {
+            Some(domain) => {
+                let before = domain.pods;
+                domain.nodes += 1;
+                domain.pods = domain.pods.saturating_add(pods);
+                (Some(before), domain.pods)
+            }
+            None => {
+                domains.insert(value.to_owned(), Domain { nodes: 1, pods });
+                (None, pods)
+            }
+        };
+        if let Some(before) = before {
+            self.histogram_remove(before);
+        }
+        self.histogram_add(after);
+    }
+}
+
+/// The plugin's memory across cycles: the last snapshot's nodes and, per `key=value` selector
+/// and topology key asked for, the matching pods by domain, updated by what changed since.
+#[derive(Debug, Default)]
+struct SpreadIndex {
+    /// The nodes of the last PreFilter that used the index, by index.
+    nodes: Vec<Arc<NodeInfo>>,
+    counts: BTreeMap<IndexKey, IndexedCounts>,
+    cycle: u64,
+}
+
+impl SpreadIndex {
+    /// Brings the counts up to date with `nodes`: the nodes whose `Arc` changed are taken out
+    /// as they were and added as they are; a different list of nodes drops every count.
+    fn update(&mut self, nodes: &[Arc<NodeInfo>]) {
+        self.cycle = self.cycle.wrapping_add(1);
+        if self.nodes.len() != nodes.len() {
+            self.nodes = nodes.to_vec();
+            self.counts.clear();
+            return;
+        }
+        let mut changed = Vec::new();
+        for (index, (old, new)) in self.nodes.iter().zip(nodes).enumerate() {
+            if Arc::ptr_eq(old, new) {
+                continue;
+            }
+            if old.name() != new.name() {
+                self.nodes = nodes.to_vec();
+                self.counts.clear();
+                return;
+            }
+            changed.push(index);
+        }
+        for index in changed {
+            let (Some(old), Some(new)) = (self.nodes.get(index), nodes.get(index)) else {
+                continue;
+            };
+            for (key, counts) in &mut self.counts {
+                counts.remove_node(key, index, old);
+                counts.add_node(key, index, new);
+            }
+            if let Some(slot) = self.nodes.get_mut(index) {
+                *slot = Arc::clone(new);
+            }
+        }
+        let cycle = self.cycle;
+        self.counts
+            .retain(|_, counts| cycle.wrapping_sub(counts.last_used) <= EVICT_AFTER_CYCLES);
+    }
+
+    /// The counts for `key`, built over `nodes` (those of the last [`update`](Self::update))
+    /// if new.
+    fn counts(&mut self, key: IndexKey) -> &IndexedCounts {
+        let cycle = self.cycle;
+        let nodes = &self.nodes;
+        let counts = self
+            .counts
+            .entry(key)
+            .or_insert_with_key(|key| IndexedCounts::build(key, nodes, cycle));
+        counts.last_used = cycle;
+        counts
+    }
+}
+
+/// Whether the index can answer the pod's constraints: every selector is one `key=value`, all
+/// share one topology key, and the node inclusion policies admit every node with it.
+fn indexable(pod: &Pod, constraints: &[Constraint]) -> bool {
+    let Some(first) = constraints.first() else {
+        return false;
+    };
+    let spec = pod.spec.as_ref();
+    let unrestricted = spec
+        .and_then(|spec| spec.node_selector.as_ref())
+        .is_none_or(BTreeMap::is_empty)
+        && spec
+            .and_then(|spec| spec.affinity.as_ref())
+            .and_then(|affinity| affinity.node_affinity.as_ref())
+            .and_then(|node_affinity| {
+                node_affinity
+                    .required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .is_none();
+    constraints.iter().all(|c| {
+        matches!(c.counter, PodCounter::Label { .. })
+            && c.topology_key == first.topology_key
+            && !c.honor_node_taints
+            && (!c.honor_node_affinity || unrestricted)
+    })
+}
+
 /// Filters out nodes where the pod would break one of its `DoNotSchedule` topology spread
 /// constraints and scores nodes by its `ScheduleAnyway` constraints, emptier domains first
 /// (kube-scheduler's PodTopologySpread; default score weight 2). See the
 /// [module documentation](self) for the semantics and the differences from Kubernetes.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PodTopologySpread;
+///
+/// It keeps, across cycles, counts of the pods matching the one-label selectors its pods ask
+/// for, by domain, updated from the nodes that changed since the last cycle (see
+/// [Counting](self#counting)); build it with [`Default`] and share one instance.
+#[derive(Debug, Default)]
+pub struct PodTopologySpread {
+    index: Mutex<SpreadIndex>,
+}
+
+impl PodTopologySpread {
+    /// PreFilter's constraints answered from the index (which see [`indexable`]).
+    fn pre_filter_indexed(
+        &self,
+        constraints: Vec<Constraint>,
+        namespace: &str,
+        nodes: &[Arc<NodeInfo>],
+        pod_labels: &BTreeMap<String, String>,
+    ) -> Vec<FilterConstraint> {
+        let mut index = match self.index.lock() {
+            Ok(index) => index,
+            Err(poisoned) => {
+                // A panic midway may have left it inconsistent: start over.
+                let mut index = poisoned.into_inner();
+                *index = SpreadIndex::default();
+                self.index.clear_poison();
+                index
+            }
+        };
+        index.update(nodes);
+        constraints
+            .into_iter()
+            .map(|constraint| {
+                let (domains, min, shared) = match &constraint.counter {
+                    PodCounter::Label { key, value } => {
+                        let counts = index.counts((
+                            namespace.to_owned(),
+                            key.clone(),
+                            value.clone(),
+                            constraint.topology_key.clone(),
+                        ));
+                        (
+                            counts.domains.len(),
+                            counts.histogram.keys().next().copied(),
+                            Arc::clone(&counts.domains),
+                        )
+                    }
+                    // Not indexable: never here.
+                    _ => (0, None, Arc::new(BTreeMap::new())),
+                };
+                FilterConstraint {
+                    self_match: i64::from(constraint.selector.matches(pod_labels)),
+                    min_match: min_match(&constraint, domains, min),
+                    constraint,
+                    domains: DomainCounts::Indexed(shared),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The global minimum of a constraint with `domains` domains whose emptiest has `min` pods: 0
+/// while there are fewer domains than `minDomains`.
+fn min_match(constraint: &Constraint, domains: usize, min: Option<i64>) -> i64 {
+    if i64::try_from(domains).unwrap_or(i64::MAX) < constraint.min_domains {
+        0
+    } else {
+        // No domain at all (only with minDomains < 1): Kubernetes' critical path starts at
+        // MaxInt32.
+        min.unwrap_or(i64::from(i32::MAX))
+    }
+}
 
 impl Plugin for PodTopologySpread {
     fn name(&self) -> &'static str {
@@ -411,6 +733,19 @@ impl PreFilterPlugin for PodTopologySpread {
         }
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
         let inclusion = NodeInclusion::new(pod);
+        let pod_labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+        if indexable(pod, &constraints) {
+            let constraints = self.pre_filter_indexed(constraints, namespace, nodes, pod_labels);
+            state.write(
+                PRE_FILTER_KEY,
+                PreFilterState {
+                    constraints,
+                    namespace: namespace.to_owned(),
+                    inclusion,
+                },
+            );
+            return Status::SUCCESS;
+        }
         let mut tallies: Vec<Tally> = constraints
             .iter()
             .map(|_| Tally::PerNode(Vec::new()))
@@ -419,22 +754,23 @@ impl PreFilterPlugin for PodTopologySpread {
         for (index, info) in nodes.iter().enumerate() {
             let node = info.node();
             if !topology_values(node_labels(node), &constraints, &mut values) {
+                // Not counted, but a node whose value is another's name would find that
+                // node's domain at Filter: no longer one domain per node.
+                for (constraint, tally) in constraints.iter().zip(tallies.iter_mut()) {
+                    if let Some(value) = label_value(node_labels(node), &constraint.topology_key)
+                        && value != info.name()
+                    {
+                        tally.by_value(nodes);
+                    }
+                }
                 continue;
             }
             let mut verdict = NodeVerdict::default();
             for ((constraint, tally), &value) in
                 constraints.iter().zip(tallies.iter_mut()).zip(&values)
             {
-                if let Tally::PerNode(counted) = tally
-                    && value != info.name()
-                {
-                    let mut counts = BTreeMap::new();
-                    for (earlier, count) in counted.iter() {
-                        if let Some(earlier) = nodes.get(*earlier) {
-                            add_to_domain(&mut counts, earlier.name(), *count);
-                        }
-                    }
-                    *tally = Tally::ByValue(counts);
+                if value != info.name() {
+                    tally.by_value(nodes);
                 }
                 if !inclusion.includes(&mut verdict, constraint, node) {
                     continue;
@@ -446,7 +782,6 @@ impl PreFilterPlugin for PodTopologySpread {
                 }
             }
         }
-        let pod_labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
         let constraints = constraints
             .into_iter()
             .zip(tallies)
@@ -467,14 +802,7 @@ impl PreFilterPlugin for PodTopologySpread {
                         DomainCounts::ByValue(counts),
                     ),
                 };
-                let min_match =
-                    if i64::try_from(domains).unwrap_or(i64::MAX) < constraint.min_domains {
-                        0
-                    } else {
-                        // No domain at all (only with minDomains < 1): Kubernetes' critical path
-                        // starts at MaxInt32.
-                        min.unwrap_or(i64::from(i32::MAX))
-                    };
+                let min_match = min_match(&constraint, domains, min);
                 FilterConstraint {
                     self_match: i64::from(constraint.selector.matches(pod_labels)),
                     constraint,
@@ -509,6 +837,7 @@ impl FilterPlugin for PodTopologySpread {
             };
             let matched = match &c.domains {
                 DomainCounts::ByValue(counts) => counts.get(value).copied().unwrap_or(0),
+                DomainCounts::Indexed(domains) => domains.get(value).map_or(0, |d| d.pods),
                 DomainCounts::PerNode => {
                     // PreFilter counted the node only if it has every topology key.
                     if value == node.name()
@@ -747,7 +1076,7 @@ mod tests {
     }
 
     fn profile() -> Profile {
-        let plugin = Arc::new(PodTopologySpread);
+        let plugin = Arc::new(PodTopologySpread::default());
         Profile::new("spread")
             .with_pre_filter(plugin.clone())
             .with_filter(plugin.clone())
@@ -757,7 +1086,11 @@ mod tests {
 
     /// The Filter status of each node, after PreFilter over all of them.
     fn filter_all(pod: &Pod, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
-        let profile = profile();
+        filter_with(&profile(), pod, nodes)
+    }
+
+    /// [`filter_all`] with a given profile (whose plugin may have seen earlier cycles).
+    fn filter_with(profile: &Profile, pod: &Pod, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
         let mut state = CycleState::new();
         let status = profile.run_pre_filter(&mut state, pod, nodes);
         assert!(status.is_success(), "{status}");
@@ -928,7 +1261,7 @@ mod tests {
     #[test]
     fn skips_without_constraints_and_errors_without_pre_filter() {
         let mut state = CycleState::new();
-        let plugin = PodTopologySpread;
+        let plugin = PodTopologySpread::default();
         let nodes = [with_pods(zone_node("a1", "a"), &[])];
         let plain = web("p");
         assert_eq!(
@@ -992,7 +1325,7 @@ mod tests {
                 .run_pre_score(&mut state, &pod, &feasible, &nodes)
                 .is_success()
         );
-        let plugin = PodTopologySpread;
+        let plugin = PodTopologySpread::default();
         // Raw: count × ln(3 zones + 2).
         let raw: Vec<i64> = feasible
             .iter()
@@ -1032,7 +1365,7 @@ mod tests {
             SCHEDULE_ANYWAY,
             json!({"matchLabels": {"app": "web"}})
         )]));
-        let plugin = PodTopologySpread;
+        let plugin = PodTopologySpread::default();
         let mut state = CycleState::new();
         let feasible: Vec<&NodeInfo> = nodes.iter().map(|n| n.as_ref()).collect();
         assert!(
@@ -1231,6 +1564,68 @@ mod tests {
     }
 
     #[test]
+    fn terminating_pods_are_ignored_by_the_index() {
+        let terminating: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": "t1", "namespace": "ns", "labels": {"app": "web"},
+                "deletionTimestamp": "2024-01-01T00:00:00Z"
+            },
+            "spec": {"containers": []}
+        }))
+        .unwrap();
+        let pod = spreading(json!([constraint(
+            ZONE,
+            1,
+            DO_NOT_SCHEDULE,
+            json!({"matchLabels": {"app": "web"}})
+        )]));
+        let profile = profile();
+        let mut nodes = vec![
+            with_pods(zone_node("a1", "a"), &[terminating.clone(), web("w2")]),
+            with_pods(zone_node("b1", "b"), &[web("w1")]),
+        ];
+        // Zones a and b at 1: both fit.
+        assert_eq!(
+            codes(&filter_with(&profile, &pod, &nodes)),
+            [Code::Success, Code::Success]
+        );
+        // w2 leaves a1: zone a at 0, zone b at 1 + 1 - 0.
+        let mut a1 = (*nodes[0]).clone();
+        assert!(a1.remove_pod(&web("w2")));
+        nodes[0] = Arc::new(a1);
+        assert_eq!(
+            codes(&filter_with(&profile, &pod, &nodes)),
+            [Code::Success, Code::Unschedulable]
+        );
+        // A third node (the list changes length): zone c at 0 too.
+        nodes.push(with_pods(zone_node("c1", "c"), &[]));
+        assert_eq!(
+            codes(&filter_with(&profile, &pod, &nodes)),
+            [Code::Success, Code::Unschedulable, Code::Success]
+        );
+    }
+
+    #[test]
+    fn node_lacking_a_key_finds_another_nodes_hostname_domain() {
+        // x has no zone (not counted) but the hostname of a1, whose domain has 1 pod.
+        let x = node(json!({"metadata": {"name": "x", "labels": {LABEL_HOSTNAME: "a1"}}}));
+        let nodes = [
+            with_pods(zone_node("a1", "a"), &[web("w1")]),
+            Arc::new(x),
+            with_pods(zone_node("b1", "b"), &[]),
+        ];
+        let selector = json!({"matchLabels": {"app": "web"}});
+        let pod = spreading(json!([
+            constraint(LABEL_HOSTNAME, 1, DO_NOT_SCHEDULE, selector.clone()),
+            constraint(ZONE, 1, DO_NOT_SCHEDULE, selector),
+        ]));
+        assert_eq!(
+            codes(&filter_all(&pod, &nodes)),
+            [Code::Unschedulable, Code::Unschedulable, Code::Success]
+        );
+    }
+
+    #[test]
     fn selector_kinds() {
         let selector = |s: &str| Selector::parse(s).unwrap();
         assert!(matches!(
@@ -1338,46 +1733,48 @@ mod tests {
             }
         }
 
-        /// Whether the label index answers some constraint (which counts terminating pods).
-        fn uses_label_index(case: &Case) -> bool {
-            case.constraints
-                .iter()
-                .any(|c| c.2.iter().collect::<std::collections::BTreeSet<_>>().len() == 1)
+        /// Node `i` of the case, without pods.
+        fn node_of(case: &Case, i: usize) -> NodeInfo {
+            let mut labels = json!({LABEL_HOSTNAME: host_label(case, i)});
+            if let Some(z) = case.zones[i] {
+                labels[ZONE] = json!(zone(z));
+            }
+            node(json!({"metadata": {"name": format!("n{i}"), "labels": labels}}))
+        }
+
+        /// An existing pod: its name, app, namespace (`other` for 0) and whether terminating.
+        fn existing(name: &str, a: usize, ns: usize, term: bool) -> (Pod, (usize, String, bool)) {
+            let namespace = if ns == 0 { "other" } else { "ns" };
+            let mut metadata = json!({
+                "name": name, "namespace": namespace, "labels": {"app": app(a)}
+            });
+            if term {
+                metadata["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+            }
+            let pod: Pod =
+                serde_json::from_value(json!({"metadata": metadata, "spec": {"containers": []}}))
+                    .unwrap();
+            (pod, (a, namespace.to_owned(), term))
         }
 
         fn build(case: &Case) -> (Vec<Arc<NodeInfo>>, Seen, Pod) {
-            let terminating_allowed = !uses_label_index(case);
-            let mut infos: Vec<NodeInfo> = case
-                .zones
-                .iter()
-                .enumerate()
-                .map(|(i, z)| {
-                    let name = format!("n{i}");
-                    let mut labels = json!({LABEL_HOSTNAME: host_label(case, i)});
-                    if let Some(z) = z {
-                        labels[ZONE] = json!(zone(*z));
-                    }
-                    node(json!({"metadata": {"name": name, "labels": labels}}))
-                })
-                .collect();
+            let (nodes, seen, _, pod) = build_with_pods(case);
+            (nodes, seen, pod)
+        }
+
+        /// [`build`], with the pods of each node (in the order of `seen`).
+        fn build_with_pods(case: &Case) -> (Vec<Arc<NodeInfo>>, Seen, Vec<Vec<Pod>>, Pod) {
+            let mut infos: Vec<NodeInfo> =
+                (0..case.zones.len()).map(|i| node_of(case, i)).collect();
             // What the reference sees: per node, (app, namespace, terminating).
             let mut seen: Seen = vec![Vec::new(); infos.len()];
+            let mut pods: Vec<Vec<Pod>> = vec![Vec::new(); infos.len()];
             for (k, (n, a, ns, term)) in case.pods.iter().enumerate() {
                 let n = n % infos.len();
-                let namespace = if *ns == 0 { "other" } else { "ns" };
-                let term = *term && terminating_allowed;
-                let mut metadata = json!({
-                    "name": format!("p{k}"), "namespace": namespace, "labels": {"app": app(*a)}
-                });
-                if term {
-                    metadata["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
-                }
-                let pod: Pod = serde_json::from_value(
-                    json!({"metadata": metadata, "spec": {"containers": []}}),
-                )
-                .unwrap();
+                let (pod, seen_as) = existing(&format!("p{k}"), *a, *ns, *term);
                 infos[n].add_pod(&pod);
-                seen[n].push((*a, namespace.to_owned(), term));
+                seen[n].push(seen_as);
+                pods[n].push(pod);
             }
             let constraints: Vec<Value> = case
                 .constraints
@@ -1407,7 +1804,7 @@ mod tests {
                 spec["nodeSelector"] = json!({ZONE: zone(z)});
             }
             let pod = labelled_pod("incoming", json!({"app": app(case.app)}), spec);
-            (infos.into_iter().map(Arc::new).collect(), seen, pod)
+            (infos.into_iter().map(Arc::new).collect(), seen, pods, pod)
         }
 
         /// Kubernetes' Filter computed naively: per constraint, scan every pod of every
@@ -1483,6 +1880,77 @@ mod tests {
             fn filter_matches_naive_reference(case in arb_case()) {
                 let (nodes, seen, pod) = build(&case);
                 let got = codes(&filter_all(&pod, &nodes));
+                prop_assert_eq!(got, reference(&case, &seen));
+            }
+
+            /// One plugin reused over cycles of a changing cluster (pods added and removed,
+            /// zones relabelled; each changed node a new `Arc`, the others kept, as the cache
+            /// does), with what-if cycles over a copy with one node replaced (as preemption
+            /// does), agrees with the naive scan every cycle.
+            #[test]
+            fn reused_plugin_matches_naive_reference(
+                case in arb_case(),
+                rounds in proptest::collection::vec(
+                    (
+                        proptest::collection::vec(
+                            (0..4_u8, 0..8_usize, 0..3_usize, 0..4_usize, any::<bool>()),
+                            0..4,
+                        ),
+                        proptest::option::weighted(0.3, 0..8_usize),
+                    ),
+                    1..=5,
+                ),
+            ) {
+                let mut case = case;
+                let (mut nodes, mut seen, mut pods, pod) = build_with_pods(&case);
+                let profile = profile();
+                for (round, (mutations, what_if)) in rounds.iter().enumerate() {
+                    let got = codes(&filter_with(&profile, &pod, &nodes));
+                    prop_assert_eq!(got, reference(&case, &seen));
+                    if let Some(n) = what_if {
+                        // A copy without the node's first pod, then the cluster as it was.
+                        let n = n % nodes.len();
+                        let mut copy = nodes.clone();
+                        let mut copy_seen = seen.clone();
+                        let mut info = (*nodes[n]).clone();
+                        if let Some(victim) = pods[n].first() {
+                            info.remove_pod(victim);
+                            copy_seen[n].remove(0);
+                        }
+                        copy[n] = Arc::new(info);
+                        let got = codes(&filter_with(&profile, &pod, &copy));
+                        prop_assert_eq!(got, reference(&case, &copy_seen));
+                        let got = codes(&filter_with(&profile, &pod, &nodes));
+                        prop_assert_eq!(got, reference(&case, &seen));
+                    }
+                    for (k, (kind, n, a, ns, term)) in mutations.iter().enumerate() {
+                        let n = n % nodes.len();
+                        let mut info = (*nodes[n]).clone();
+                        match kind {
+                            0 | 1 => {
+                                let (added, seen_as) =
+                                    existing(&format!("r{round}m{k}"), *a, *ns, *term);
+                                info.add_pod(&added);
+                                seen[n].push(seen_as);
+                                pods[n].push(added);
+                            }
+                            2 => {
+                                if !pods[n].is_empty() {
+                                    let j = a % pods[n].len();
+                                    prop_assert!(info.remove_pod(&pods[n][j]));
+                                    pods[n].remove(j);
+                                    seen[n].remove(j);
+                                }
+                            }
+                            _ => {
+                                case.zones[n] = if *ns == 3 { None } else { Some(*a) };
+                                info.set_node(node_of(&case, n).node_arc().clone());
+                            }
+                        }
+                        nodes[n] = Arc::new(info);
+                    }
+                }
+                let got = codes(&filter_with(&profile, &pod, &nodes));
                 prop_assert_eq!(got, reference(&case, &seen));
             }
         }
