@@ -71,6 +71,7 @@
 //! ```
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
@@ -108,8 +109,9 @@ pub enum Code {
 pub struct Status {
     /// The outcome.
     pub code: Code,
-    /// Why, for anything but success.
-    pub reasons: Vec<String>,
+    /// Why, for anything but success. Kubernetes' fixed wordings are borrowed `'static` strings,
+    /// so that a filter rejecting thousands of nodes does not allocate a message for each.
+    pub reasons: Vec<Cow<'static, str>>,
     /// The name of the plugin that returned it (empty for success).
     pub plugin: &'static str,
 }
@@ -123,7 +125,7 @@ impl Status {
     };
 
     /// A status with one reason.
-    pub fn new(code: Code, plugin: &'static str, reason: impl Into<String>) -> Status {
+    pub fn new(code: Code, plugin: &'static str, reason: impl Into<Cow<'static, str>>) -> Status {
         Status {
             code,
             reasons: vec![reason.into()],
@@ -132,17 +134,17 @@ impl Status {
     }
 
     /// [`Code::Unschedulable`] with one reason.
-    pub fn unschedulable(plugin: &'static str, reason: impl Into<String>) -> Status {
+    pub fn unschedulable(plugin: &'static str, reason: impl Into<Cow<'static, str>>) -> Status {
         Status::new(Code::Unschedulable, plugin, reason)
     }
 
     /// [`Code::UnschedulableAndUnresolvable`] with one reason.
-    pub fn unresolvable(plugin: &'static str, reason: impl Into<String>) -> Status {
+    pub fn unresolvable(plugin: &'static str, reason: impl Into<Cow<'static, str>>) -> Status {
         Status::new(Code::UnschedulableAndUnresolvable, plugin, reason)
     }
 
     /// [`Code::Error`] with one reason.
-    pub fn error(plugin: &'static str, reason: impl Into<String>) -> Status {
+    pub fn error(plugin: &'static str, reason: impl Into<Cow<'static, str>>) -> Status {
         Status::new(Code::Error, plugin, reason)
     }
 

@@ -205,7 +205,7 @@ impl PostFilterPlugin for DefaultPreemption {
         let errors: Vec<&str> = tried
             .values()
             .filter(|status| status.code == Code::Error)
-            .flat_map(|status| status.reasons.iter().map(String::as_str))
+            .flat_map(|status| status.reasons.iter().map(|reason| reason.as_ref()))
             .collect();
         if !errors.is_empty() {
             let joined = if errors.len() == 1 {
@@ -451,7 +451,7 @@ fn no_candidate_message(all_nodes: usize, tried: &BTreeMap<String, Status>) -> S
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for status in tried.values() {
         for reason in &status.reasons {
-            *counts.entry(reason.as_str()).or_default() += 1;
+            *counts.entry(reason.as_ref()).or_default() += 1;
         }
     }
     let untried = all_nodes.saturating_sub(tried.len());
@@ -993,10 +993,7 @@ mod tests {
             "a".to_owned(),
             Status {
                 code: Code::Unschedulable,
-                reasons: vec![
-                    "Insufficient cpu".to_owned(),
-                    "Insufficient memory".to_owned(),
-                ],
+                reasons: vec!["Insufficient cpu".into(), "Insufficient memory".into()],
                 plugin: "NodeResourcesFit",
             },
         );

@@ -125,7 +125,7 @@ impl fmt::Display for FitError {
                 let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
                 for status in self.diagnosis.node_to_status.values() {
                     for reason in &status.reasons {
-                        *counts.entry(reason.as_str()).or_default() += 1;
+                        *counts.entry(reason.as_ref()).or_default() += 1;
                     }
                 }
                 let mut histogram: Vec<String> = counts

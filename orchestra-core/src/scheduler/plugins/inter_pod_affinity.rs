@@ -2249,7 +2249,7 @@ mod tests {
                         };
                         prop_assert_eq!(statuses[i].code, code);
                         prop_assert_eq!(statuses[i].reasons.len(), 1);
-                        Some(statuses[i].reasons[0].as_str())
+                        Some(statuses[i].reasons[0].as_ref())
                     }
                 };
                 prop_assert_eq!(actual, expected, "node {}", i);

@@ -239,7 +239,7 @@ impl FilterPlugin for NodeResourcesFit {
         };
         Status {
             code,
-            reasons: insufficient.into_iter().map(|r| r.reason).collect(),
+            reasons: insufficient.into_iter().map(|r| r.reason.into()).collect(),
             plugin: NAME,
         }
     }
