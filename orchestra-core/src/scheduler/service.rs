@@ -43,7 +43,7 @@ use crate::api::{Api, Client, DeleteParams, PatchParams};
 use crate::patch::PatchType;
 use crate::runtime::events::{EventRecorder, EventType};
 use crate::runtime::leader_election::{LeaderElectionConfig, LeaderElectionError, LeaderElector};
-use crate::runtime::watcher::{WatcherConfig, watcher};
+use crate::runtime::watcher::{WatcherConfig, WatcherEvent, watcher};
 use crate::status::StatusError;
 
 /// The settings of a [`Scheduler`].
@@ -237,41 +237,14 @@ impl Scheduler {
             .record_events
             .then(|| EventRecorder::new(self.client.clone(), "default-scheduler"));
         let mut tasks = JoinSet::new();
-        let (pods_synced, mut pods_ready) = watch::channel(false);
-        let (nodes_synced, mut nodes_ready) = watch::channel(false);
-        {
-            let handlers = handlers.clone();
-            let mut events = Box::pin(watcher(
-                Api::<Pod>::all(self.client.clone()),
-                WatcherConfig::default(),
-            ));
-            tasks.spawn(async move {
-                while let Some(event) = events.next().await {
-                    // Watch failures are retried by the watcher; only events arrive here.
-                    if let Ok(event) = event
-                        && handlers.on_pod_event(event)
-                    {
-                        let _ = pods_synced.send(true);
-                    }
-                }
-            });
-        }
-        {
-            let handlers = handlers.clone();
-            let mut events = Box::pin(watcher(
-                Api::<Node>::all(self.client.clone()),
-                WatcherConfig::default(),
-            ));
-            tasks.spawn(async move {
-                while let Some(event) = events.next().await {
-                    if let Ok(event) = event
-                        && handlers.on_node_event(event)
-                    {
-                        let _ = nodes_synced.send(true);
-                    }
-                }
-            });
-        }
+        let pods_handlers = handlers.clone();
+        let mut pods_ready = spawn_informer::<Pod>(&mut tasks, &self.client, move |event| {
+            pods_handlers.on_pod_event(event)
+        });
+        let nodes_handlers = handlers.clone();
+        let mut nodes_ready = spawn_informer::<Node>(&mut tasks, &self.client, move |event| {
+            nodes_handlers.on_node_event(event)
+        });
         {
             let queue = self.queue.clone();
             let mut stopped = stopped.clone();
@@ -329,6 +302,40 @@ impl Scheduler {
         tasks.abort_all();
         Ok(())
     }
+}
+
+/// Spawns a watcher of every `K` feeding `handle`; the returned flag turns true once `handle`
+/// reports the first listing complete. Watch failures are retried by the watcher, so only
+/// events reach `handle`.
+fn spawn_informer<K>(
+    tasks: &mut JoinSet<()>,
+    client: &Client,
+    handle: impl Fn(WatcherEvent<K>) -> bool + Send + 'static,
+) -> watch::Receiver<bool>
+where
+    K: crate::resource::Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (synced, ready) = watch::channel(false);
+    let mut events = Box::pin(watcher(
+        Api::<K>::all(client.clone()),
+        WatcherConfig::default(),
+    ));
+    tasks.spawn(async move {
+        while let Some(event) = events.next().await {
+            if let Ok(event) = event
+                && handle(event)
+            {
+                let _ = synced.send(true);
+            }
+        }
+    });
+    ready
 }
 
 /// What the scheduling loop keeps between cycles.
