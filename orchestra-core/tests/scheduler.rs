@@ -342,22 +342,26 @@ async fn pods_of_other_schedulers_are_left_alone() {
     running.stop().await;
 }
 
-/// Records every node assignment each pod ever had, from a watch.
-fn watch_assignments(client: &Client) -> tokio::task::JoinHandle<BTreeMap<String, Vec<String>>> {
+/// Records every node assignment each pod ever had, from a watch, until told to stop (then it
+/// reads what is left until the watch is quiet for half a second).
+fn watch_assignments(
+    client: &Client,
+    stop: oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<BTreeMap<String, Vec<String>>> {
     let api = Api::<Pod>::namespaced(client.clone(), "default");
     tokio::spawn(async move {
         let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut stream = api
             .watch(
                 &WatchParams {
-                    timeout: Some(Duration::from_secs(4)),
+                    timeout: Some(Duration::from_secs(120)),
                     ..WatchParams::default()
                 },
                 "0",
             )
             .await
             .unwrap();
-        while let Some(event) = stream.next().await {
+        let mut record = |event: WatchEvent<Pod>| {
             if let WatchEvent::Added(pod) | WatchEvent::Modified(pod) = event
                 && let Some(node) = node_of(&pod)
             {
@@ -366,6 +370,22 @@ fn watch_assignments(client: &Client) -> tokio::task::JoinHandle<BTreeMap<String
                     history.push(node.to_owned());
                 }
             }
+        };
+        let mut stop = stop;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                event = stream.next() => match event {
+                    Some(event) => record(event),
+                    None => break,
+                },
+            }
+        }
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+        {
+            record(event);
         }
         seen
     })
@@ -377,7 +397,8 @@ async fn two_schedulers_racing_never_bind_a_pod_twice() {
     for i in 0..10 {
         add_node(&client, &format!("n{i}"), "64", json!({}), json!({})).await;
     }
-    let assignments = watch_assignments(&client);
+    let (stop_watching, watching) = oneshot::channel();
+    let assignments = watch_assignments(&client, watching);
     let first = start(
         &client,
         SchedulerConfig {
@@ -403,6 +424,7 @@ async fn two_schedulers_racing_never_bind_a_pod_twice() {
     );
     first.stop().await;
     second.stop().await;
+    let _ = stop_watching.send(());
     let assignments = assignments.await.unwrap();
     assert_eq!(assignments.len(), 300);
     for (pod, nodes) in assignments {
@@ -732,7 +754,7 @@ fn finish_terminating_pods(client: &Client) -> tokio::task::JoinHandle<Vec<Strin
         let mut stream = api
             .watch(
                 &WatchParams {
-                    timeout: Some(Duration::from_secs(8)),
+                    timeout: Some(Duration::from_secs(12)),
                     ..WatchParams::default()
                 },
                 "0",
