@@ -489,18 +489,7 @@ impl NodeInfo {
             ports: pod_host_ports(&pod),
             pod,
         };
-        self.requested.add(&entry.requests);
-        self.non_zero_requested.milli_cpu = self
-            .non_zero_requested
-            .milli_cpu
-            .saturating_add(entry.non_zero_milli_cpu);
-        self.non_zero_requested.memory = self
-            .non_zero_requested
-            .memory
-            .saturating_add(entry.non_zero_memory);
-        for port in &entry.ports {
-            self.used_ports.add(port);
-        }
+        self.account(&entry, true);
         self.pods.insert(key, entry);
         self.generation = self.generation.wrapping_add(1);
     }
@@ -561,20 +550,39 @@ impl NodeInfo {
                 }
             }
         }
-        self.requested.sub(&entry.requests);
-        self.non_zero_requested.milli_cpu = self
-            .non_zero_requested
-            .milli_cpu
-            .saturating_sub(entry.non_zero_milli_cpu);
-        self.non_zero_requested.memory = self
-            .non_zero_requested
-            .memory
-            .saturating_sub(entry.non_zero_memory);
-        for port in &entry.ports {
-            self.used_ports.remove(port);
-        }
+        self.account(&entry, false);
         self.generation = self.generation.wrapping_add(1);
         true
+    }
+}
+
+impl NodeInfo {
+    /// Adds (`add`) or takes away a pod's requests and host ports from the node's totals: what
+    /// adding a pod does, removing it undoes exactly.
+    fn account(&mut self, entry: &PodEntry, add: bool) {
+        let step = |total: i64, amount: i64| {
+            if add {
+                total.saturating_add(amount)
+            } else {
+                total.saturating_sub(amount)
+            }
+        };
+        if add {
+            self.requested.add(&entry.requests);
+        } else {
+            self.requested.sub(&entry.requests);
+        }
+        self.non_zero_requested.milli_cpu =
+            step(self.non_zero_requested.milli_cpu, entry.non_zero_milli_cpu);
+        self.non_zero_requested.memory =
+            step(self.non_zero_requested.memory, entry.non_zero_memory);
+        for port in &entry.ports {
+            if add {
+                self.used_ports.add(port);
+            } else {
+                self.used_ports.remove(port);
+            }
+        }
     }
 }
 
