@@ -328,6 +328,24 @@ impl NodeInfo {
         self.unschedulable
     }
 
+    /// Reads a word of each part of the node info that the default filters and scores read
+    /// (flags, allocatable, requested, pod count, host ports), so that their cache lines are
+    /// fetched now.
+    ///
+    /// The scheduling cycle warms a batch of nodes this way before filtering them: the loads of
+    /// a batch miss the cache together instead of one after the other, each behind a node's
+    /// whole filter chain. It changes nothing.
+    pub fn warm(&self) {
+        std::hint::black_box((
+            self.unschedulable,
+            self.allocatable.milli_cpu,
+            self.requested.milli_cpu,
+            self.non_zero_requested.milli_cpu,
+            self.pods.len(),
+            self.used_ports.is_empty(),
+        ));
+    }
+
     /// Whether the node has taints (`spec.taints` not empty).
     pub fn tainted(&self) -> bool {
         self.tainted

@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -26,6 +25,10 @@ use super::node_info::NodeInfo;
 
 /// Below this many nodes every node is evaluated (kube-scheduler's `minFeasibleNodesToFind`).
 pub const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+
+/// How many nodes the sequential filter loop warms (see [`NodeInfo::warm`]) at a time: enough
+/// cache misses in flight together to hide most of the memory latency of a cold snapshot.
+const WARM_BATCH: usize = 16;
 /// The adaptive percentage never goes below this (`minFeasibleNodesPercentageToFind`).
 pub const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: u32 = 5;
 /// The message of a cycle run with no nodes at all (kube-scheduler's `ErrNoNodesAvailable`).
@@ -344,31 +347,43 @@ fn find_nodes_that_fit<'s>(
             .unschedulable_plugins
             .insert("NodeAffinity".into());
         let want = candidates.len();
-        return run_filters(profile, config, state, pod, &candidates, 0, want, diagnosis);
+        let node_at = |i: usize| candidates[i];
+        return run_filters(profile, config, state, pod, node_at, want, 0, want, diagnosis);
     }
-    let all: Vec<&NodeInfo> = nodes.iter().map(Arc::as_ref).collect();
-    let want = num_feasible_nodes_to_find(config.percentage_of_nodes_to_score, all.len());
-    let start = cursor.next_start_node_index % all.len();
+    let want = num_feasible_nodes_to_find(config.percentage_of_nodes_to_score, nodes.len());
+    let start = cursor.next_start_node_index % nodes.len();
     let before = diagnosis.node_to_status.len();
-    let feasible = run_filters(profile, config, state, pod, &all, start, want, diagnosis)?;
+    let node_at = |i: usize| nodes[i].as_ref();
+    let feasible = run_filters(
+        profile,
+        config,
+        state,
+        pod,
+        node_at,
+        nodes.len(),
+        start,
+        want,
+        diagnosis,
+    )?;
     let processed = feasible.len() + diagnosis.node_to_status.len() - before;
-    cursor.next_start_node_index = (start + processed) % all.len();
+    cursor.next_start_node_index = (start + processed) % nodes.len();
     Ok(feasible)
 }
 
-/// Filters `nodes` from `start` (wrapping around) until `want` fit or all were tried.
+/// Filters the `total` nodes `node_at` gives from `start` (wrapping around) until `want` fit or
+/// all were tried.
 #[allow(clippy::too_many_arguments)]
 fn run_filters<'s>(
     profile: &Profile,
     config: &CycleConfig,
     state: &CycleState,
     pod: &Pod,
-    nodes: &[&'s NodeInfo],
+    node_at: impl Fn(usize) -> &'s NodeInfo + Sync,
+    total: usize,
     start: usize,
     want: usize,
     diagnosis: &mut Diagnosis,
 ) -> Result<Vec<&'s NodeInfo>, ScheduleError> {
-    let total = nodes.len();
     let mut feasible = Vec::with_capacity(want.min(total));
     if total == 0 || want == 0 {
         return Ok(feasible);
@@ -396,7 +411,12 @@ fn run_filters<'s>(
     let threads = config.parallelism.max(1);
     if threads == 1 || total < 2 * MIN_FEASIBLE_NODES_TO_FIND {
         for offset in 0..total {
-            let node = nodes[(start + offset) % total];
+            if offset % WARM_BATCH == 0 {
+                for ahead in offset..(offset + WARM_BATCH).min(total) {
+                    node_at((start + ahead) % total).warm();
+                }
+            }
+            let node = node_at((start + offset) % total);
             if record(node, profile.run_filter(state, pod, node))? {
                 break;
             }
@@ -407,6 +427,7 @@ fn run_filters<'s>(
     // at a time, and take the results in node order, so that the outcome does not depend on
     // the threads' timing.
     let chunk = (want / threads).clamp(16, 1024);
+    let node_at = &node_at;
     let mut offset = 0;
     while offset < total {
         let round_end = (offset + chunk * threads).min(total);
@@ -418,7 +439,7 @@ fn run_filters<'s>(
                     scope.spawn(move || {
                         (from..to)
                             .map(|i| {
-                                let node = nodes[(start + i) % total];
+                                let node = node_at((start + i) % total);
                                 profile.run_filter(state, pod, node)
                             })
                             .collect::<Vec<_>>()
@@ -435,7 +456,7 @@ fn run_filters<'s>(
                 .collect()
         });
         for (i, status) in (offset..round_end).zip(statuses.into_iter().flatten()) {
-            if record(nodes[(start + i) % total], status)? {
+            if record(node_at((start + i) % total), status)? {
                 return Ok(feasible);
             }
         }
