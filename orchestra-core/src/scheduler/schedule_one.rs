@@ -348,7 +348,9 @@ fn find_nodes_that_fit<'s>(
             .insert("NodeAffinity".into());
         let want = candidates.len();
         let node_at = |i: usize| candidates[i];
-        return run_filters(profile, config, state, pod, node_at, want, 0, want, diagnosis);
+        return run_filters(
+            profile, config, state, pod, node_at, want, 0, want, diagnosis,
+        );
     }
     let want = num_feasible_nodes_to_find(config.percentage_of_nodes_to_score, nodes.len());
     let start = cursor.next_start_node_index % nodes.len();
@@ -472,6 +474,7 @@ mod tests {
     use crate::scheduler::plugins::default_profile;
     use k8s_openapi::api::core::v1::Node;
     use serde_json::json;
+    use std::sync::Arc;
 
     fn node(name: &str, cpu: &str, labels: serde_json::Value) -> Arc<Node> {
         Arc::new(
