@@ -248,9 +248,12 @@ impl CycleState {
 
     /// The value under `key`, if there is one of type `T`.
     pub fn read<T: Any>(&self, key: &'static str) -> Option<&T> {
+        // Plugins read with the constant they wrote with: one pointer comparison per entry;
+        // the same text from another constant is found by the second pass.
         self.data
             .iter()
-            .find(|(k, _)| same_key(k, key))
+            .find(|(k, _)| std::ptr::eq(*k, key))
+            .or_else(|| self.data.iter().find(|(k, _)| *k == key))
             .and_then(|(_, value)| value.downcast_ref::<T>())
     }
 
@@ -380,6 +383,28 @@ pub trait ScorePlugin: Plugin {
     ///
     /// A status (usually [`Code::Error`]) when the node cannot be scored; the cycle fails.
     fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status>;
+
+    /// Scores every node of the cycle into `scores` (cleared first), `scores[i]` for
+    /// `nodes[i]` with `index: i`. The default calls [`ScorePlugin::score`] for each node; a
+    /// plugin overrides it to do its per-cycle work (reading its cycle state, say) once.
+    ///
+    /// # Errors
+    ///
+    /// The first node's error, as [`ScorePlugin::score`].
+    fn score_nodes(
+        &self,
+        state: &CycleState,
+        pod: &Pod,
+        nodes: &[&NodeInfo],
+        scores: &mut Vec<NodeScore>,
+    ) -> Result<(), Status> {
+        scores.clear();
+        for (index, node) in nodes.iter().enumerate() {
+            let score = self.score(state, pod, node)?;
+            scores.push(NodeScore { index, score });
+        }
+        Ok(())
+    }
 
     /// Rescales the raw scores of all nodes of the cycle into `0..=`[`MAX_NODE_SCORE`]. The
     /// default leaves them as they are, for scores already in range.
@@ -539,16 +564,19 @@ impl Profile {
     /// Runs the Filter plugins (but those skipped) on one node, stopping at the first that does
     /// not succeed.
     pub fn run_filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-        for plugin in &self.filter {
-            if !state.skip_filter.is_empty() && state.skips_filter(plugin.name()) {
-                continue;
-            }
-            let status = plugin.filter(state, pod, node);
-            if !status.is_success() {
-                return with_plugin(status, plugin.name());
-            }
+        self.filter_plan(state).run(state, pod, node)
+    }
+
+    /// The Filter plugins that run this cycle (those whose PreFilter did not skip them), for
+    /// filtering many nodes without asking which are skipped at every node.
+    pub fn filter_plan(&self, state: &CycleState) -> FilterPlan<'_> {
+        FilterPlan {
+            plugins: self
+                .filter
+                .iter()
+                .filter(|plugin| state.skip_filter.is_empty() || !state.skips_filter(plugin.name()))
+                .collect(),
         }
-        Status::SUCCESS
     }
 
     /// Runs the PreScore plugins in order over the `feasible` nodes (a plugin returning
@@ -595,13 +623,9 @@ impl Profile {
             if state.skips_score(plugin.name()) {
                 continue;
             }
-            scores.clear();
-            for (index, node) in nodes.iter().enumerate() {
-                let score = plugin
-                    .score(state, pod, node)
-                    .map_err(|status| with_plugin(status, plugin.name()))?;
-                scores.push(NodeScore { index, score });
-            }
+            plugin
+                .score_nodes(state, pod, nodes, &mut scores)
+                .map_err(|status| with_plugin(status, plugin.name()))?;
             plugin.normalize(&mut scores);
             for (total, score) in totals.iter_mut().zip(&scores) {
                 total.score = total
@@ -632,6 +656,26 @@ impl Profile {
         for plugin in self.reserve.iter().rev() {
             plugin.unreserve(state, pod, node);
         }
+    }
+}
+
+/// The Filter plugins of a profile that run in one cycle ([`Profile::filter_plan`]).
+#[derive(Debug)]
+pub struct FilterPlan<'p> {
+    plugins: Vec<&'p Arc<dyn FilterPlugin>>,
+}
+
+impl FilterPlan<'_> {
+    /// Runs the plugins in order on one node; the first rejection stops and is returned (with
+    /// its plugin's name set).
+    pub fn run(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
+        for plugin in &self.plugins {
+            let status = plugin.filter(state, pod, node);
+            if !status.is_success() {
+                return with_plugin(status, plugin.name());
+            }
+        }
+        Status::SUCCESS
     }
 }
 

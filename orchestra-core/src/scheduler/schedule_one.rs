@@ -410,6 +410,7 @@ fn run_filters<'s>(
             }
         }
     };
+    let plan = profile.filter_plan(state);
     let threads = config.parallelism.max(1);
     if threads == 1 || total < 2 * MIN_FEASIBLE_NODES_TO_FIND {
         for offset in 0..total {
@@ -419,7 +420,7 @@ fn run_filters<'s>(
                 }
             }
             let node = node_at((start + offset) % total);
-            if record(node, profile.run_filter(state, pod, node))? {
+            if record(node, plan.run(state, pod, node))? {
                 break;
             }
         }
@@ -430,6 +431,7 @@ fn run_filters<'s>(
     // the threads' timing.
     let chunk = (want / threads).clamp(16, 1024);
     let node_at = &node_at;
+    let plan = &plan;
     let mut offset = 0;
     while offset < total {
         let round_end = (offset + chunk * threads).min(total);
@@ -442,7 +444,7 @@ fn run_filters<'s>(
                         (from..to)
                             .map(|i| {
                                 let node = node_at((start + i) % total);
-                                profile.run_filter(state, pod, node)
+                                plan.run(state, pod, node)
                             })
                             .collect::<Vec<_>>()
                     })

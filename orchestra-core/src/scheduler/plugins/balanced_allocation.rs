@@ -5,10 +5,10 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::node_resources_fit::{
-    PodRequestList, ResourceSpec, allocatable_and_requested, pod_request_list,
+    PodRequestList, ResourceSlot, ResourceSpec, allocatable_and_requested, pod_request_list,
 };
 use crate::scheduler::framework::{
-    CycleState, MAX_NODE_SCORE, Plugin, PreScorePlugin, ScorePlugin, Status,
+    CycleState, MAX_NODE_SCORE, NodeScore, Plugin, PreScorePlugin, ScorePlugin, Status,
 };
 use crate::scheduler::node_info::NodeInfo;
 
@@ -51,7 +51,7 @@ impl PreScorePlugin for BalancedAllocation {
         _all: &[Arc<NodeInfo>],
     ) -> Status {
         let requests = pod_request_list(pod, &self.resources, true);
-        if requests.iter().all(|r| *r == 0) {
+        if requests.iter().all(|(_, r)| *r == 0) {
             return Status::skip(NAME);
         }
         state.write(PRE_SCORE_KEY, PodRequestList(requests));
@@ -84,16 +84,39 @@ fn balanced_score(fractions: impl Iterator<Item = f64> + Clone) -> i64 {
 impl ScorePlugin for BalancedAllocation {
     fn score(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
         let requests = state.read_or_error::<PodRequestList>(PRE_SCORE_KEY, NAME)?;
+        Ok(self.score_with(&requests.0, node))
+    }
+
+    fn score_nodes(
+        &self,
+        state: &CycleState,
+        _pod: &Pod,
+        nodes: &[&NodeInfo],
+        scores: &mut Vec<NodeScore>,
+    ) -> Result<(), Status> {
+        let requests = state.read_or_error::<PodRequestList>(PRE_SCORE_KEY, NAME)?;
+        scores.clear();
+        scores.extend(nodes.iter().enumerate().map(|(index, node)| NodeScore {
+            index,
+            score: self.score_with(&requests.0, node),
+        }));
+        Ok(())
+    }
+}
+
+impl BalancedAllocation {
+    /// The node's score for a pod requesting `requests` (by [`ResourceSpec`]).
+    fn score_with(&self, requests: &[(ResourceSlot, i64)], node: &NodeInfo) -> i64 {
         let fractions =
             self.resources
                 .iter()
-                .zip(&requests.0)
-                .filter_map(|(spec, &pod_request)| {
+                .zip(requests)
+                .filter_map(|(spec, &(slot, pod_request))| {
                     let (capacity, requested) =
-                        allocatable_and_requested(node, &spec.name, pod_request, true);
+                        allocatable_and_requested(node, slot, &spec.name, pod_request, true);
                     (capacity != 0).then(|| (requested as f64 / capacity as f64).min(1.0))
                 });
-        Ok(balanced_score(fractions))
+        balanced_score(fractions)
     }
 }
 

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::scheduler::framework::{
-    Code, CycleState, FilterPlugin, MAX_NODE_SCORE, Plugin, PreFilterPlugin, PreScorePlugin,
-    ScorePlugin, Status,
+    Code, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreFilterPlugin,
+    PreScorePlugin, ScorePlugin, Status,
 };
 use crate::scheduler::node_info::NodeInfo;
 use crate::scheduler::resources::{
@@ -245,9 +245,35 @@ impl FilterPlugin for NodeResourcesFit {
     }
 }
 
-/// The pod's request of each scored resource, computed once per cycle by PreScore.
+/// Where a scored resource's amounts are kept in a [`Resource`], resolved from its name once
+/// per cycle rather than matched by name at every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ResourceSlot {
+    /// `cpu`.
+    Cpu,
+    /// `memory`.
+    Memory,
+    /// `ephemeral-storage`.
+    EphemeralStorage,
+    /// Any other name, looked up among the scalar resources.
+    Scalar,
+}
+
+impl ResourceSlot {
+    fn of(name: &str) -> ResourceSlot {
+        match name {
+            CPU => ResourceSlot::Cpu,
+            MEMORY => ResourceSlot::Memory,
+            EPHEMERAL_STORAGE => ResourceSlot::EphemeralStorage,
+            _ => ResourceSlot::Scalar,
+        }
+    }
+}
+
+/// The pod's request of each scored resource (in the order of the plugin's
+/// [`ResourceSpec`]s) with where the resource is kept, computed once per cycle by PreScore.
 #[derive(Debug)]
-pub(crate) struct PodRequestList(pub(crate) Vec<i64>);
+pub(crate) struct PodRequestList(pub(crate) Vec<(ResourceSlot, i64)>);
 
 /// The pod's request of each of `resources`: with non-zero defaults for CPU and memory unless
 /// `use_requested`.
@@ -255,19 +281,23 @@ pub(crate) fn pod_request_list(
     pod: &Pod,
     resources: &[ResourceSpec],
     use_requested: bool,
-) -> Vec<i64> {
+) -> Vec<(ResourceSlot, i64)> {
     let requests = if use_requested {
         pod_requests(pod)
     } else {
         pod_non_zero_requests(pod)
     };
-    resources.iter().map(|r| requests.get(&r.name)).collect()
+    resources
+        .iter()
+        .map(|r| (ResourceSlot::of(&r.name), requests.get(&r.name)))
+        .collect()
 }
 
 /// The node's allocatable and what would be requested with the pod, for one resource, as
 /// kube-scheduler's `calculateResourceAllocatableRequest`; `(0, 0)` to leave the resource out.
 pub(crate) fn allocatable_and_requested(
     node: &NodeInfo,
+    slot: ResourceSlot,
     name: &str,
     pod_request: i64,
     use_requested: bool,
@@ -277,32 +307,34 @@ pub(crate) fn allocatable_and_requested(
     } else {
         node.non_zero_requested()
     };
-    if pod_request == 0 && is_scalar_resource_name(name) {
-        return (0, 0);
-    }
     let allocatable = node.allocatable();
-    match name {
-        CPU => (
+    match slot {
+        ResourceSlot::Cpu => (
             allocatable.milli_cpu,
             requested.milli_cpu.saturating_add(pod_request),
         ),
-        MEMORY => (
+        ResourceSlot::Memory => (
             allocatable.memory,
             requested.memory.saturating_add(pod_request),
         ),
-        EPHEMERAL_STORAGE => (
+        ResourceSlot::EphemeralStorage => (
             allocatable.ephemeral_storage,
             node.requested()
                 .ephemeral_storage
                 .saturating_add(pod_request),
         ),
-        other => match allocatable.scalar.get(other) {
-            Some(&capacity) => (
-                capacity,
-                node.requested().get(other).saturating_add(pod_request),
-            ),
-            None => (0, 0),
-        },
+        ResourceSlot::Scalar => {
+            if pod_request == 0 && is_scalar_resource_name(name) {
+                return (0, 0);
+            }
+            match allocatable.scalar.get(name) {
+                Some(&capacity) => (
+                    capacity,
+                    node.requested().get(name).saturating_add(pod_request),
+                ),
+                None => (0, 0),
+            }
+        }
     }
 }
 
@@ -349,11 +381,41 @@ impl ScorePlugin for NodeResourcesFit {
                 &computed
             }
         };
+        Ok(self.score_with(requests, node))
+    }
+
+    fn score_nodes(
+        &self,
+        state: &CycleState,
+        pod: &Pod,
+        nodes: &[&NodeInfo],
+        scores: &mut Vec<NodeScore>,
+    ) -> Result<(), Status> {
+        let computed;
+        let requests = match state.read::<PodRequestList>(PRE_SCORE_KEY) {
+            Some(requests) => &requests.0,
+            None => {
+                computed = pod_request_list(pod, &self.resources, false);
+                &computed
+            }
+        };
+        scores.clear();
+        scores.extend(nodes.iter().enumerate().map(|(index, node)| NodeScore {
+            index,
+            score: self.score_with(requests, node),
+        }));
+        Ok(())
+    }
+}
+
+impl NodeResourcesFit {
+    /// The node's score for a pod requesting `requests` (by [`ResourceSpec`]).
+    fn score_with(&self, requests: &[(ResourceSlot, i64)], node: &NodeInfo) -> i64 {
         let mut total: i64 = 0;
         let mut weights: i64 = 0;
-        for (spec, &pod_request) in self.resources.iter().zip(requests) {
+        for (spec, &(slot, pod_request)) in self.resources.iter().zip(requests) {
             let (capacity, requested) =
-                allocatable_and_requested(node, &spec.name, pod_request, false);
+                allocatable_and_requested(node, slot, &spec.name, pod_request, false);
             if capacity == 0 {
                 continue;
             }
@@ -365,9 +427,9 @@ impl ScorePlugin for NodeResourcesFit {
             weights = weights.saturating_add(spec.weight);
         }
         if weights == 0 {
-            return Ok(0);
+            return 0;
         }
-        Ok(total / weights)
+        total / weights
     }
 }
 

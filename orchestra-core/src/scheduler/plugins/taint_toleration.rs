@@ -145,23 +145,47 @@ impl PreScorePlugin for TaintToleration {
 impl ScorePlugin for TaintToleration {
     fn score(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
         let pre = state.read_or_error::<PreScoreState>(PRE_SCORE_KEY, NAME)?;
-        let count = node
-            .node()
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.taints.as_deref())
-            .unwrap_or(&[])
-            .iter()
-            .filter(|taint| {
-                taint.effect == "PreferNoSchedule" && !tolerates_taint(&pre.tolerations, taint)
-            })
-            .count();
-        Ok(i64::try_from(count).unwrap_or(i64::MAX))
+        Ok(untolerated_preferred_taints(pre, node))
+    }
+
+    fn score_nodes(
+        &self,
+        state: &CycleState,
+        _pod: &Pod,
+        nodes: &[&NodeInfo],
+        scores: &mut Vec<NodeScore>,
+    ) -> Result<(), Status> {
+        let pre = state.read_or_error::<PreScoreState>(PRE_SCORE_KEY, NAME)?;
+        scores.clear();
+        scores.extend(nodes.iter().enumerate().map(|(index, node)| NodeScore {
+            index,
+            score: untolerated_preferred_taints(pre, node),
+        }));
+        Ok(())
     }
 
     fn normalize(&self, scores: &mut [NodeScore]) {
         default_normalize_score(MAX_NODE_SCORE, true, scores);
     }
+}
+
+/// How many `PreferNoSchedule` taints of the node the pod does not tolerate.
+fn untolerated_preferred_taints(pre: &PreScoreState, node: &NodeInfo) -> i64 {
+    if !node.tainted() {
+        return 0;
+    }
+    let count = node
+        .node()
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.taints.as_deref())
+        .unwrap_or(&[])
+        .iter()
+        .filter(|taint| {
+            taint.effect == "PreferNoSchedule" && !tolerates_taint(&pre.tolerations, taint)
+        })
+        .count();
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
