@@ -48,6 +48,10 @@ use orchestra::core::scheduler::{Scheduler, SchedulerConfig};
 use orchestra::core::store::{MemoryStore, Store};
 use serde_json::json;
 
+/// The all-in-one binary's allocator (see `src/main.rs`), so the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The workloads, named as the issue names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Workload {

@@ -11,6 +11,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: the control plane allocates and frees many small
+/// objects from several threads, where glibc's per-thread arenas fragment (measured with
+/// `examples/scheduler_perf`: peak memory 3.6 GiB with glibc, 2.3 GiB with mimalloc, and
+/// scheduling 1.5x faster). A program embedding the crates chooses its own allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     cli.run()
