@@ -198,8 +198,13 @@ where
 
 /// The process's peak resident set (`VmHWM`), in MiB.
 fn peak_memory_mib() -> Option<f64> {
+    memory_mib("VmHWM:")
+}
+
+/// A figure of `/proc/self/status` in kiB (`VmHWM:`, `VmRSS:`, ...), in MiB.
+fn memory_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -260,7 +265,7 @@ async fn run(args: Args) -> Result<()> {
     }));
     let target = u64::try_from(args.pods)?;
     let deadline = Duration::from_secs(600);
-    let mut last_report = Instant::now();
+    let mut last_report = Instant::now() - Duration::from_secs(4);
     while metrics.scheduled() < target {
         if started.elapsed() > deadline {
             bail!(
@@ -272,11 +277,12 @@ async fn run(args: Args) -> Result<()> {
                 metrics.errors()
             );
         }
-        if last_report.elapsed() > Duration::from_secs(5) {
+        if last_report.elapsed() > Duration::from_secs(1) {
             eprintln!(
-                "  {:.0} s: {} bound",
+                "  {:.0} s: {} bound (resident {:.0} MiB)",
                 started.elapsed().as_secs_f64(),
-                metrics.scheduled()
+                metrics.scheduled(),
+                memory_mib("VmRSS:").unwrap_or(0.0)
             );
             last_report = Instant::now();
         }
