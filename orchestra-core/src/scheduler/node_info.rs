@@ -163,7 +163,7 @@ struct PodEntry {
     pod: Arc<Pod>,
     /// The key of its group in [`NodeInfo::required_anti_affinity_groups`], if it has required
     /// anti-affinity.
-    anti_affinity_group: Option<String>,
+    anti_affinity_group: Option<Arc<str>>,
     requests: Resource,
     non_zero_milli_cpu: i64,
     non_zero_memory: i64,
@@ -204,7 +204,9 @@ pub struct NodeInfo {
     /// Whether `spec.taints` is not empty.
     tainted: bool,
     allocatable: Resource,
-    pods: BTreeMap<String, PodEntry>,
+    /// The pods by `namespace/name`. Keys and entries are shared, so that cloning a node info
+    /// (the cache does when a snapshot holds the previous version) copies pointers, not pods.
+    pods: BTreeMap<Arc<str>, Arc<PodEntry>>,
     requested: Resource,
     non_zero_requested: Resource,
     used_ports: HostPortInfo,
@@ -212,12 +214,16 @@ pub struct NodeInfo {
     pods_with_affinity: usize,
     /// How many of its pods have required pod anti-affinity.
     pods_with_required_anti_affinity: usize,
-    /// Pod counts by namespace, label key and label value.
-    labels: BTreeMap<String, BTreeMap<String, BTreeMap<String, usize>>>,
+    /// Pod counts by namespace, label key and label value (the strings shared, for cheap
+    /// clones).
+    labels: LabelCounts,
     /// Pods with required anti-affinity, grouped by namespace and terms.
-    anti_affinity_groups: BTreeMap<String, AntiAffinityGroup>,
+    anti_affinity_groups: BTreeMap<Arc<str>, AntiAffinityGroup>,
     generation: u64,
 }
+
+/// Pod counts by namespace, label key and label value.
+type LabelCounts = BTreeMap<Arc<str>, BTreeMap<Arc<str>, BTreeMap<Arc<str>, usize>>>;
 
 /// The pods of a node that share a namespace and the same required anti-affinity terms: what
 /// they forbid is the same, so an incoming pod is checked once per group, not once per pod.
@@ -384,7 +390,7 @@ impl NodeInfo {
 
     /// The keys (`namespace/name`) of its pods, in order.
     pub fn pod_keys(&self) -> impl Iterator<Item = &str> {
-        self.pods.keys().map(String::as_str)
+        self.pods.keys().map(|key| &**key)
     }
 
     /// Its pods, in key order.
@@ -432,7 +438,7 @@ impl NodeInfo {
     ) -> impl Iterator<Item = (&str, &AntiAffinityGroup)> {
         self.anti_affinity_groups
             .iter()
-            .map(|(key, group)| (key.as_str(), group))
+            .map(|(key, group)| (&**key, group))
     }
 
     /// Its pods' labels counted: `(namespace, key, value, how many pods of the namespace have
@@ -441,9 +447,9 @@ impl NodeInfo {
     pub fn pod_label_counts(&self) -> impl Iterator<Item = (&str, &str, &str, usize)> {
         self.labels.iter().flat_map(|(namespace, keys)| {
             keys.iter().flat_map(move |(key, values)| {
-                values.iter().map(move |(value, count)| {
-                    (namespace.as_str(), key.as_str(), value.as_str(), *count)
-                })
+                values
+                    .iter()
+                    .map(move |(value, count)| (&**namespace, &**key, &**value, *count))
             })
         })
     }
@@ -476,7 +482,13 @@ impl NodeInfo {
         if has_required_anti_affinity(&pod) {
             self.pods_with_required_anti_affinity += 1;
         }
-        let anti_affinity_group = anti_affinity_group_key(&pod);
+        // The group's key, shared with the group's entry when there is one.
+        let anti_affinity_group: Option<Arc<str>> = anti_affinity_group_key(&pod).map(|key| {
+            match self.anti_affinity_groups.get_key_value(key.as_str()) {
+                Some((shared, _)) => Arc::clone(shared),
+                None => Arc::from(key),
+            }
+        });
         if let Some(group) = &anti_affinity_group {
             self.anti_affinity_groups
                 .entry(group.clone())
@@ -489,13 +501,13 @@ impl NodeInfo {
         if let Some(labels) = &pod.metadata.labels {
             let keys = self
                 .labels
-                .entry(pod.metadata.namespace.clone().unwrap_or_default())
+                .entry(Arc::from(pod.metadata.namespace.as_deref().unwrap_or("")))
                 .or_default();
             for (key, value) in labels {
                 *keys
-                    .entry(key.clone())
+                    .entry(Arc::from(key.as_str()))
                     .or_default()
-                    .entry(value.clone())
+                    .entry(Arc::from(value.as_str()))
                     .or_default() += 1;
             }
         }
@@ -508,7 +520,7 @@ impl NodeInfo {
             pod,
         };
         self.account(&entry, true);
-        self.pods.insert(key, entry);
+        self.pods.insert(Arc::from(key), Arc::new(entry));
         self.generation = self.generation.wrapping_add(1);
     }
 
@@ -541,7 +553,7 @@ impl NodeInfo {
                 if let Some(other) = self
                     .pods
                     .values()
-                    .find(|other| other.anti_affinity_group.as_deref() == Some(key.as_str()))
+                    .find(|other| other.anti_affinity_group.as_deref() == Some(&**key))
                 {
                     group.pod = other.pod.clone();
                 }
