@@ -413,6 +413,20 @@ pub trait ScorePlugin: Plugin {
     }
 }
 
+/// Fills `scores` (cleared first) with `score(node)` for each of `nodes`, in order: the body of a
+/// [`ScorePlugin::score_nodes`] that has read its cycle state.
+pub fn score_each(
+    nodes: &[&NodeInfo],
+    scores: &mut Vec<NodeScore>,
+    score: impl Fn(&NodeInfo) -> i64,
+) {
+    scores.clear();
+    scores.extend(nodes.iter().enumerate().map(|(index, node)| NodeScore {
+        index,
+        score: score(node),
+    }));
+}
+
 /// Kubernetes' `DefaultNormalizeScore`: scales scores so that the highest becomes `max_score`
 /// (and, with `reverse`, subtracts each from `max_score`, so the lowest raw score wins). When all
 /// are zero they stay zero, or all become `max_score` with `reverse`.

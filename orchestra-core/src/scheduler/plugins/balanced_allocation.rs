@@ -8,7 +8,7 @@ use super::node_resources_fit::{
     PodRequestList, ResourceSlot, ResourceSpec, allocatable_and_requested, pod_request_list,
 };
 use crate::scheduler::framework::{
-    CycleState, MAX_NODE_SCORE, NodeScore, Plugin, PreScorePlugin, ScorePlugin, Status,
+    CycleState, MAX_NODE_SCORE, NodeScore, Plugin, PreScorePlugin, ScorePlugin, Status, score_each,
 };
 use crate::scheduler::node_info::NodeInfo;
 
@@ -95,11 +95,7 @@ impl ScorePlugin for BalancedAllocation {
         scores: &mut Vec<NodeScore>,
     ) -> Result<(), Status> {
         let requests = state.read_or_error::<PodRequestList>(PRE_SCORE_KEY, NAME)?;
-        scores.clear();
-        scores.extend(nodes.iter().enumerate().map(|(index, node)| NodeScore {
-            index,
-            score: self.score_with(&requests.0, node),
-        }));
+        score_each(nodes, scores, |node| self.score_with(&requests.0, node));
         Ok(())
     }
 }

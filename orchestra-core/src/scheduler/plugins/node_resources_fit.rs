@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::scheduler::framework::{
     Code, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreFilterPlugin,
-    PreScorePlugin, ScorePlugin, Status,
+    PreScorePlugin, ScorePlugin, Status, score_each,
 };
 use crate::scheduler::node_info::NodeInfo;
 use crate::scheduler::resources::{
@@ -399,11 +399,7 @@ impl ScorePlugin for NodeResourcesFit {
                 &computed
             }
         };
-        scores.clear();
-        scores.extend(nodes.iter().enumerate().map(|(index, node)| NodeScore {
-            index,
-            score: self.score_with(requests, node),
-        }));
+        score_each(nodes, scores, |node| self.score_with(requests, node));
         Ok(())
     }
 }

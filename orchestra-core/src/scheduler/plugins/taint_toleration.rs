@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 
 use crate::scheduler::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreScorePlugin, ScorePlugin,
-    Status, default_normalize_score,
+    Status, default_normalize_score, score_each,
 };
 use crate::scheduler::node_info::NodeInfo;
 
@@ -156,11 +156,9 @@ impl ScorePlugin for TaintToleration {
         scores: &mut Vec<NodeScore>,
     ) -> Result<(), Status> {
         let pre = state.read_or_error::<PreScoreState>(PRE_SCORE_KEY, NAME)?;
-        scores.clear();
-        scores.extend(nodes.iter().enumerate().map(|(index, node)| NodeScore {
-            index,
-            score: untolerated_preferred_taints(pre, node),
-        }));
+        score_each(nodes, scores, |node| {
+            untolerated_preferred_taints(pre, node)
+        });
         Ok(())
     }
 
