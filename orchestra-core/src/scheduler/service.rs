@@ -361,6 +361,19 @@ struct Failure {
     observed: Option<Arc<Pod>>,
 }
 
+impl Failure {
+    /// A failure of the scheduler itself (not of the pod to fit): `SchedulerError`.
+    fn error(message: String) -> Failure {
+        Failure {
+            reason: "SchedulerError",
+            message,
+            plugins: BTreeSet::new(),
+            nominated_node: None,
+            observed: None,
+        }
+    }
+}
+
 impl Cycle {
     /// One scheduling cycle of the pod `info` with `profile`.
     fn schedule_one(&mut self, profile: &Arc<Profile>, info: QueuedPodInfo, scheduling_cycle: u64) {
@@ -451,17 +464,9 @@ impl Cycle {
                     observed: None,
                 },
             ),
-            Err(error @ ScheduleError::Error(_)) => self.fail(
-                info,
-                scheduling_cycle,
-                Failure {
-                    reason: "SchedulerError",
-                    message: error.to_string(),
-                    plugins: BTreeSet::new(),
-                    nominated_node: None,
-                    observed: None,
-                },
-            ),
+            Err(error @ ScheduleError::Error(_)) => {
+                self.fail(info, scheduling_cycle, Failure::error(error.to_string()))
+            }
         }
     }
 
@@ -478,17 +483,7 @@ impl Cycle {
         assumed.spec.get_or_insert_default().node_name = Some(host.clone());
         let assumed = Arc::new(assumed);
         if let Err(error) = self.cache.assume_pod_shared(assumed.clone()) {
-            self.fail(
-                info,
-                scheduling_cycle,
-                Failure {
-                    reason: "SchedulerError",
-                    message: error.to_string(),
-                    plugins: BTreeSet::new(),
-                    nominated_node: None,
-                    observed: None,
-                },
-            );
+            self.fail(info, scheduling_cycle, Failure::error(error.to_string()));
             return;
         }
         let status = profile.run_reserve(&mut state, &assumed, &host);
@@ -710,13 +705,7 @@ impl Binding {
                     &mut tasks,
                     info,
                     scheduling_cycle,
-                    Arc::new(Failure {
-                        reason: "SchedulerError",
-                        message: format!("binding rejected: {message}"),
-                        plugins: BTreeSet::new(),
-                        nominated_node: None,
-                        observed: None,
-                    }),
+                    Arc::new(Failure::error(format!("binding rejected: {message}"))),
                 );
                 while tasks.join_next().await.is_some() {}
             }
