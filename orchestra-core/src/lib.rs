@@ -30,12 +30,16 @@
 //! - [`controllers`]: the reference controllers — ReplicaSet and ReplicationController,
 //!   Deployment, Endpoints, ServiceAccount and tokens, Namespace, the garbage collector — each
 //!   runnable alone or all together in the [`ControllerManager`](controllers::manager::ControllerManager);
-//! - [`scheduler`]: the scheduler's framework and kube-scheduler's filter and score plugins;
+//! - [`scheduler`]: the scheduler — kube-scheduler's framework, queue, cache, filter and score
+//!   plugins, preemption and binding loop;
+//! - [`container_runtime`]: the CRI-shaped seam between the node agent and container runtimes
+//!   ([`ContainerRuntime`](container_runtime::ContainerRuntime),
+//!   [`ImageService`](container_runtime::ImageService)) and the in-memory
+//!   [`FakeRuntime`](container_runtime::fake::FakeRuntime) for tests;
 //! - `simulator` (feature `testing`): a whole cluster in one process — store, controllers, a fake
 //!   node agent, faulty watches — on tokio's paused clock, replaying exactly from a seed.
 //!
-//! The scheduler's queue, binding loop and remaining plugins, and the node agent, come with later
-//! sessions and issues.
+//! The node agent comes with issue 7.
 //!
 //! The only "I/O" here is in-memory: the store backends that touch disks and networks live in
 //! `orchestra-store`, and nothing in this crate spawns a task it does not hand back.
@@ -47,6 +51,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod container_runtime;
 pub mod controllers;
 pub mod defaulting;
 pub mod manifest;
