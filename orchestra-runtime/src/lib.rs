@@ -1,16 +1,23 @@
 //! Container runtime backends for Orchestra.
 //!
-//! The node agent runs the pods bound to its node through a CRI-shaped `ContainerRuntime` seam
-//! defined in `orchestra-core` (pod sandboxes, containers, logs, images). This crate will hold the
-//! backends behind that seam, each behind a cargo feature:
+//! The node agent runs the pods bound to its node through the CRI-shaped
+//! [`ContainerRuntime`](orchestra_core::container_runtime::ContainerRuntime) seam defined in
+//! `orchestra-core` (pod sandboxes, containers, logs, images). This crate holds the backends
+//! behind that seam, each behind a cargo feature:
 //!
-//! - the **process runtime**: daemonless and pod-native, in the spirit of rkt's fly stage;
-//! - **youki/libcontainer**: runc-style OCI containers with namespaces and cgroups;
-//! - **Docker**, through the engine's API;
+//! - [`process`] (feature `process`, on by default): the daemonless, pod-native process runtime
+//!   in the spirit of rkt's fly stage — each container a supervised host process in its own
+//!   process group, its output in CRI-format log files;
+//! - **youki/libcontainer**: runc-style OCI containers with namespaces and cgroups (to come);
+//! - **Docker**, through the engine's API (to come);
 //!
-//! and image handling: import of OCI-layout and docker-archive tarballs, and pull from a registry.
-//!
-//! **Status:** nothing is implemented here yet; the runtime seam and the process runtime arrive with
-//! issue 7. The crate exists now so that the workspace layout and the dependency rule hold from the
-//! start.
+//! and image handling: import of OCI-layout and docker-archive tarballs, and pull from a registry
+//! (to come).
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+#[cfg(feature = "process")]
+pub mod process;
