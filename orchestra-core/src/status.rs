@@ -244,6 +244,11 @@ impl StatusError {
         self.reason == StatusReason::NotFound
     }
 
+    /// Whether this is a 409 AlreadyExists (a create of a name in use).
+    pub fn is_already_exists(&self) -> bool {
+        self.reason == StatusReason::AlreadyExists
+    }
+
     /// Whether this is a 409 Conflict (a stale write or a failed precondition).
     pub fn is_conflict(&self) -> bool {
         self.reason == StatusReason::Conflict

@@ -10,6 +10,7 @@
 //! | [`token`] | the control plane's signing key and bound service-account tokens |
 //! | [`namespace`] | a deleted namespace emptied, then removed |
 //! | [`garbage_collector`] | objects whose owners are gone deleted, as their propagation policy says |
+//! | [`node_lifecycle`] | nodes whose agent stopped heartbeating marked unreachable, and their pods evicted |
 //! | [`manager`] | (all of the above) runs the controllers together, optionally leader-elected |
 //! | [`expectations`] | (shared by the workload controllers) the creations and deletions each controller waits to see |
 //!
@@ -24,6 +25,7 @@ pub mod expectations;
 pub mod garbage_collector;
 pub mod manager;
 pub mod namespace;
+pub mod node_lifecycle;
 pub mod pods;
 pub mod replica_set;
 pub mod service_account;

@@ -1,0 +1,22 @@
+//! The node agent (the kubelet of Orchestra): it registers its node, heartbeats, and runs the pods
+//! bound to the node through a [`ContainerRuntime`](crate::container_runtime::ContainerRuntime).
+//!
+//! Being built with issue 7. What is here:
+//!
+//! - [`pod_status`]: the pod status the agent reports (phase, conditions, container statuses),
+//!   computed from what the runtime says, as kubelet computes it;
+//! - [`backoff`]: the crash-loop back-off between restarts of a failing container;
+//! - [`environment`]: a container's environment (downward API, ConfigMaps, Secrets, `$(VAR)`)
+//!   and the runtime config made from its spec;
+//! - [`heartbeat`]: registering the node, renewing its Lease, posting its conditions;
+//! - [`pod_worker`]: running one pod through the runtime — sandbox, init containers in order,
+//!   containers, restarts after the back-off, termination with the grace period.
+//!
+//! Still to come: the agent's loop over the pods bound to the node (watch, status writes,
+//! deletion), probes, and the pod network's addresses.
+
+pub mod backoff;
+pub mod environment;
+pub mod heartbeat;
+pub mod pod_status;
+pub mod pod_worker;

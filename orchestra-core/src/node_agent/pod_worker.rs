@@ -1,0 +1,645 @@
+//! Running one pod through the container runtime: kubelet's `SyncPod` and `KillPod`.
+//!
+//! [`PodWorker::sync`] takes one step towards the pod spec — the sandbox, then the init
+//! containers one at a time in order, then every container, restarting the ones that ended as the
+//! pod's `restartPolicy` says, after the crash-loop back-off — and returns what it observed, for
+//! [`pod_status`](super::pod_status::pod_status). The agent calls it whenever the pod or one of
+//! its containers changes, and periodically. [`PodWorker::terminate`] stops the containers with
+//! the grace period and removes the sandbox.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use tokio::time::Instant;
+
+use super::backoff::{BackOffConfig, CrashLoopBackOff};
+use super::environment::{ConfigSource, PodContext, container_config, container_env};
+use super::pod_status::{ObservedContainer, ObservedPod};
+use crate::clock::Clock;
+use crate::container_runtime::{
+    ContainerFilter, ContainerRuntime, ContainerState, ContainerStatus, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxState, RuntimeError,
+};
+
+/// What the worker remembers of a pod between syncs.
+#[derive(Clone, Debug)]
+struct PodState {
+    sandbox_id: Option<String>,
+    sandbox_attempt: u32,
+    start_time: Timestamp,
+}
+
+/// Runs the pods of one node through a runtime (see the [module](self)).
+#[derive(Debug)]
+pub struct PodWorker {
+    runtime: Arc<dyn ContainerRuntime>,
+    clock: Arc<dyn Clock>,
+    backoff: CrashLoopBackOff,
+    pods: BTreeMap<String, PodState>,
+    host_ip: Option<String>,
+}
+
+/// The instances of one container in the sandbox, newest first.
+type Instances = Vec<ContainerStatus>;
+
+fn pod_uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+/// Whether a container that ended with `exit_code` is started again under `policy`.
+fn restarts(policy: &str, exit_code: Option<i32>) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit_code != Some(0),
+        _ => true,
+    }
+}
+
+impl PodWorker {
+    /// A worker over `runtime`, with kubelet's back-off and timestamps from `clock`.
+    pub fn new(runtime: Arc<dyn ContainerRuntime>, clock: Arc<dyn Clock>) -> PodWorker {
+        PodWorker::with_backoff(runtime, clock, BackOffConfig::default())
+    }
+
+    /// The same with another crash-loop back-off.
+    pub fn with_backoff(
+        runtime: Arc<dyn ContainerRuntime>,
+        clock: Arc<dyn Clock>,
+        backoff: BackOffConfig,
+    ) -> PodWorker {
+        PodWorker {
+            runtime,
+            clock,
+            backoff: CrashLoopBackOff::new(backoff),
+            pods: BTreeMap::new(),
+            host_ip: None,
+        }
+    }
+
+    /// Sets the node's address (`status.hostIP` of its pods).
+    pub fn set_host_ip(&mut self, host_ip: Option<String>) {
+        self.host_ip = host_ip;
+    }
+
+    /// When the container that ended at `finished` did so, on tokio's clock.
+    fn ended_at(&self, finished: Option<Timestamp>) -> Instant {
+        let now = Instant::now();
+        let Some(finished) = finished else {
+            return now;
+        };
+        let ago = self.clock.now().duration_since(finished);
+        let ago = Duration::try_from(ago).unwrap_or(Duration::ZERO);
+        now.checked_sub(ago).unwrap_or(now)
+    }
+
+    /// Makes sure the pod has a ready sandbox; its id.
+    async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<String, RuntimeError> {
+        let uid = pod_uid(pod);
+        let now = self.clock.now();
+        let state = self.pods.entry(uid.clone()).or_insert_with(|| PodState {
+            sandbox_id: None,
+            sandbox_attempt: 0,
+            start_time: now,
+        });
+        if let Some(id) = state.sandbox_id.clone() {
+            match self.runtime.pod_sandbox_status(&id).await {
+                Ok(status) if status.state == PodSandboxState::Ready => return Ok(id),
+                Ok(_) | Err(RuntimeError::NotFound { .. }) => {
+                    // Gone or stopped: a new sandbox, after clearing the old one away.
+                    self.runtime.remove_pod_sandbox(&id).await?;
+                    if let Some(state) = self.pods.get_mut(&uid) {
+                        state.sandbox_id = None;
+                        state.sandbox_attempt = state.sandbox_attempt.saturating_add(1);
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let attempt = self.pods.get(&uid).map_or(0, |s| s.sandbox_attempt);
+        let config = sandbox_config(pod, attempt);
+        let id = self.runtime.run_pod_sandbox(&config).await?;
+        if let Some(state) = self.pods.get_mut(&uid) {
+            state.sandbox_id = Some(id.clone());
+        }
+        Ok(id)
+    }
+
+    /// One step towards the pod's spec; what the pod looks like after it.
+    ///
+    /// # Errors
+    ///
+    /// A runtime error that stops the step as a whole (the sandbox cannot be made or listed);
+    /// errors of one container are reported in its waiting state instead.
+    pub async fn sync(
+        &mut self,
+        pod: &Pod,
+        source: &dyn ConfigSource,
+    ) -> Result<ObservedPod, RuntimeError> {
+        let uid = pod_uid(pod);
+        let sandbox_id = self.ensure_sandbox(pod).await?;
+        let sandbox = self.runtime.pod_sandbox_status(&sandbox_id).await?;
+        let context = PodContext {
+            pod_ips: sandbox.ips.iter().map(ToString::to_string).collect(),
+            host_ip: self.host_ip.clone(),
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .as_deref()
+            .unwrap_or("Always")
+            .to_owned();
+        let mut instances = self.instances(&sandbox_id).await?;
+        let mut observed = ObservedPod {
+            sandbox_ready: true,
+            pod_ips: sandbox.ips.clone(),
+            host_ip: self.host_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            start_time: self.pods.get(&uid).map(|s| s.start_time),
+            ..ObservedPod::default()
+        };
+
+        // Init containers: one at a time, each to success, before any container starts.
+        let init = spec.init_containers.clone().unwrap_or_default();
+        let mut initialized = true;
+        for container in &init {
+            let mut current = instances.remove(&container.name).unwrap_or_default();
+            let mut waiting = None;
+            if initialized {
+                let latest = current.first().cloned();
+                let done = latest
+                    .as_ref()
+                    .is_some_and(|c| c.state == ContainerState::Exited && c.exit_code == Some(0));
+                if !done {
+                    initialized = false;
+                    // An init container is retried unless the pod never restarts.
+                    let init_policy = if policy == "Never" {
+                        "Never"
+                    } else {
+                        "OnFailure"
+                    };
+                    waiting = self
+                        .step(
+                            pod,
+                            &sandbox_id,
+                            container,
+                            &context,
+                            source,
+                            init_policy,
+                            &mut current,
+                        )
+                        .await;
+                }
+            }
+            observed
+                .init_containers
+                .push(self.observe(container, &current, waiting));
+        }
+        for container in &spec.containers {
+            let mut current = instances.remove(&container.name).unwrap_or_default();
+            let waiting = if initialized {
+                self.step(
+                    pod,
+                    &sandbox_id,
+                    container,
+                    &context,
+                    source,
+                    &policy,
+                    &mut current,
+                )
+                .await
+            } else {
+                Some(("PodInitializing".to_owned(), String::new()))
+            };
+            observed
+                .containers
+                .push(self.observe(container, &current, waiting));
+        }
+        Ok(observed)
+    }
+
+    /// The sandbox's containers by name, newest instance first.
+    async fn instances(
+        &self,
+        sandbox_id: &str,
+    ) -> Result<BTreeMap<String, Instances>, RuntimeError> {
+        let filter = ContainerFilter {
+            pod_sandbox_id: Some(sandbox_id.to_owned()),
+            ..ContainerFilter::default()
+        };
+        let mut by_name: BTreeMap<String, Instances> = BTreeMap::new();
+        for status in self.runtime.list_containers(&filter).await? {
+            by_name
+                .entry(status.metadata.name.clone())
+                .or_default()
+                .push(status);
+        }
+        for instances in by_name.values_mut() {
+            instances.sort_by_key(|c| std::cmp::Reverse(c.metadata.attempt));
+        }
+        Ok(by_name)
+    }
+
+    /// Moves one container along: starts it the first time, restarts it after an end when
+    /// `policy` says so and its back-off allows. Updates `current` (newest first) and returns
+    /// why it waits, if it does.
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &mut self,
+        pod: &Pod,
+        sandbox_id: &str,
+        container: &Container,
+        context: &PodContext,
+        source: &dyn ConfigSource,
+        policy: &str,
+        current: &mut Instances,
+    ) -> Option<(String, String)> {
+        let key = format!("{}/{}", pod_uid(pod), container.name);
+        let attempt = match current.first() {
+            None => 0,
+            Some(latest) => match latest.state {
+                ContainerState::Running => return None,
+                ContainerState::Created | ContainerState::Unknown => {
+                    // Created but not started (a start that failed): start it again.
+                    let id = latest.id.clone();
+                    return match self.runtime.start_container(&id).await {
+                        Ok(()) => {
+                            self.refresh(current).await;
+                            None
+                        }
+                        Err(error) => Some(("RunContainerError".to_owned(), error.to_string())),
+                    };
+                }
+                ContainerState::Exited => {
+                    if !restarts(policy, latest.exit_code) {
+                        return None;
+                    }
+                    let ended = self.ended_at(latest.finished_at);
+                    if self
+                        .backoff
+                        .remaining(&key, ended, Instant::now())
+                        .is_some()
+                    {
+                        let backoff = self
+                            .backoff
+                            .current(&key, Instant::now())
+                            .unwrap_or_default();
+                        return Some((
+                            "CrashLoopBackOff".to_owned(),
+                            format!(
+                                "back-off {}s restarting failed container={} pod={}_{}({})",
+                                backoff.as_secs(),
+                                container.name,
+                                pod.metadata.name.as_deref().unwrap_or(""),
+                                pod.metadata.namespace.as_deref().unwrap_or(""),
+                                pod_uid(pod)
+                            ),
+                        ));
+                    }
+                    latest.metadata.attempt.saturating_add(1)
+                }
+            },
+        };
+        let env = match container_env(pod, container, context, source) {
+            Ok(env) => env,
+            Err(error) => {
+                return Some(("CreateContainerConfigError".to_owned(), error.to_string()));
+            }
+        };
+        // Kubelet keeps one dead instance per container (for `lastState` and logs).
+        for old in current.iter().skip(1) {
+            let _ = self.runtime.remove_container(&old.id).await;
+        }
+        current.truncate(1);
+        let config = container_config(pod, container, attempt, env);
+        let sandbox_config = sandbox_config(pod, 0);
+        let id = match self
+            .runtime
+            .create_container(sandbox_id, &config, &sandbox_config)
+            .await
+        {
+            Ok(id) => id,
+            Err(error) => return Some(("CreateContainerError".to_owned(), error.to_string())),
+        };
+        if attempt > 0 {
+            self.backoff.restarted(&key, Instant::now());
+        }
+        let started = self.runtime.start_container(&id).await;
+        if let Ok(status) = self.runtime.container_status(&id).await {
+            current.insert(0, status);
+        }
+        match started {
+            Ok(()) => None,
+            Err(error) => Some(("RunContainerError".to_owned(), error.to_string())),
+        }
+    }
+
+    /// Reads the newest instance's status again.
+    async fn refresh(&self, current: &mut Instances) {
+        if let Some(latest) = current.first_mut()
+            && let Ok(status) = self.runtime.container_status(&latest.id).await
+        {
+            *latest = status;
+        }
+    }
+
+    fn observe(
+        &self,
+        container: &Container,
+        current: &Instances,
+        waiting: Option<(String, String)>,
+    ) -> ObservedContainer {
+        ObservedContainer {
+            name: container.name.clone(),
+            current: current.first().cloned(),
+            previous: current.get(1).cloned(),
+            // Probes come next: until then a running container is ready and started.
+            ready: true,
+            started: true,
+            waiting,
+        }
+    }
+
+    /// Stops the pod's containers, each given `grace` (SIGTERM, then SIGKILL), in parallel, then
+    /// stops and removes its sandbox and forgets the pod.
+    ///
+    /// # Errors
+    ///
+    /// The first runtime error; the pod is remembered so that terminating again retries.
+    pub async fn terminate(&mut self, pod: &Pod, grace: Duration) -> Result<(), RuntimeError> {
+        let uid = pod_uid(pod);
+        let Some(sandbox_id) = self.pods.get(&uid).and_then(|s| s.sandbox_id.clone()) else {
+            self.pods.remove(&uid);
+            return Ok(());
+        };
+        let filter = ContainerFilter {
+            pod_sandbox_id: Some(sandbox_id.clone()),
+            state: Some(ContainerState::Running),
+            ..ContainerFilter::default()
+        };
+        let running = self.runtime.list_containers(&filter).await?;
+        let stops = running
+            .iter()
+            .map(|container| self.runtime.stop_container(&container.id, grace));
+        for result in futures_util::future::join_all(stops).await {
+            result?;
+        }
+        self.runtime.stop_pod_sandbox(&sandbox_id).await?;
+        self.runtime.remove_pod_sandbox(&sandbox_id).await?;
+        for container in pod.spec.iter().flat_map(|spec| {
+            spec.containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+        }) {
+            self.backoff.forget(&format!("{uid}/{}", container.name));
+        }
+        self.pods.remove(&uid);
+        Ok(())
+    }
+}
+
+/// The sandbox config of `pod` (attempt `attempt`).
+fn sandbox_config(pod: &Pod, attempt: u32) -> PodSandboxConfig {
+    let metadata = &pod.metadata;
+    let name = metadata.name.clone().unwrap_or_default();
+    PodSandboxConfig {
+        metadata: PodSandboxMetadata {
+            name: name.clone(),
+            namespace: metadata.namespace.clone().unwrap_or_default(),
+            uid: metadata.uid.clone().unwrap_or_default(),
+            attempt,
+        },
+        hostname: pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.hostname.clone())
+            .unwrap_or(name),
+        labels: BTreeMap::from([(
+            "io.kubernetes.pod.uid".to_owned(),
+            metadata.uid.clone().unwrap_or_default(),
+        )]),
+        ..PodSandboxConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::container_runtime::fake::{FakeRuntime, Operation};
+    use crate::node_agent::environment::ConfigMaps;
+    use crate::node_agent::pod_status::phase;
+    use serde_json::json;
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "default", "uid": "u-1"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn worker() -> (PodWorker, FakeRuntime) {
+        let clock = Arc::new(TokioClock::starting_at(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        ));
+        let runtime = FakeRuntime::with_clock(clock.clone());
+        (PodWorker::new(Arc::new(runtime.clone()), clock), runtime)
+    }
+
+    fn container_id(observed: &ObservedPod, index: usize) -> String {
+        observed.containers[index]
+            .current
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn containers_start_and_crash_looping_ones_back_off() {
+        let (mut worker, runtime) = worker();
+        let p = pod(json!({"containers": [
+            {"name": "web", "image": "hello:1", "command": ["/hello"]},
+            {"name": "side", "image": "hello:1"},
+        ]}));
+        let sources = ConfigMaps::default();
+        let observed = worker.sync(&p, &sources).await.unwrap();
+        assert_eq!(phase("Always", &observed), "Running");
+        assert!(observed.containers.iter().all(|c| c.waiting.is_none()));
+        assert_eq!(runtime.calls_of(Operation::RunPodSandbox).len(), 1);
+
+        // The first crash restarts at once; the next waits 10 s, the one after 20 s.
+        let waiting_reason = |observed: &ObservedPod| {
+            observed.containers[0]
+                .waiting
+                .as_ref()
+                .map(|(reason, _)| reason.clone())
+        };
+        runtime.exit_container(&container_id(&observed, 0), 1);
+        let observed = worker.sync(&p, &sources).await.unwrap();
+        assert_eq!(waiting_reason(&observed), None);
+        assert_eq!(
+            observed.containers[0]
+                .current
+                .as_ref()
+                .map(|c| c.metadata.attempt),
+            Some(1)
+        );
+        let mut observed = observed;
+        for (backoff, attempt) in [(10, 2), (20, 3)] {
+            runtime.exit_container(&container_id(&observed, 0), 1);
+            let waiting = worker.sync(&p, &sources).await.unwrap();
+            assert_eq!(
+                waiting_reason(&waiting).as_deref(),
+                Some("CrashLoopBackOff")
+            );
+            assert_eq!(phase("Always", &waiting), "Running");
+            assert_eq!(
+                waiting.containers[0].waiting.clone().unwrap_or_default().1,
+                format!(
+                    "back-off {backoff}s restarting failed container=web pod=web-1_default(u-1)"
+                )
+            );
+            tokio::time::sleep(Duration::from_secs(backoff - 1)).await;
+            let still = worker.sync(&p, &sources).await.unwrap();
+            assert_eq!(waiting_reason(&still).as_deref(), Some("CrashLoopBackOff"));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            observed = worker.sync(&p, &sources).await.unwrap();
+            assert_eq!(waiting_reason(&observed), None);
+            let web = &observed.containers[0];
+            assert_eq!(
+                web.current.as_ref().map(|c| c.metadata.attempt),
+                Some(attempt)
+            );
+            assert_eq!(web.previous.as_ref().map(|c| c.exit_code), Some(Some(1)));
+            // The sidecar is left alone all along.
+            assert_eq!(
+                observed.containers[1]
+                    .current
+                    .as_ref()
+                    .map(|c| c.metadata.attempt),
+                Some(0)
+            );
+        }
+        // One dead instance is kept, older ones are removed.
+        assert_eq!(
+            runtime
+                .list_containers(&ContainerFilter::default())
+                .await
+                .unwrap()
+                .iter()
+                .filter(|c| c.metadata.name == "web")
+                .count(),
+            2
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn init_containers_run_in_order_before_the_containers() {
+        let (mut worker, runtime) = worker();
+        let p = pod(json!({
+            "initContainers": [
+                {"name": "first", "image": "i", "command": ["/first"]},
+                {"name": "second", "image": "i", "command": ["/second"]},
+            ],
+            "containers": [{"name": "web", "image": "hello:1", "command": ["/hello"]}],
+        }));
+        let sources = ConfigMaps::default();
+        let observed = worker.sync(&p, &sources).await.unwrap();
+        assert_eq!(phase("Always", &observed), "Pending");
+        assert_eq!(observed.init_containers[1].current, None);
+        assert_eq!(
+            observed.containers[0]
+                .waiting
+                .as_ref()
+                .map(|w| w.0.as_str()),
+            Some("PodInitializing")
+        );
+        let first = observed.init_containers[0].current.clone().unwrap();
+        // A failed init container is retried; the second waits for the first's success.
+        runtime.exit_container(&first.id, 1);
+        let observed = worker.sync(&p, &sources).await.unwrap();
+        assert_eq!(
+            observed.init_containers[0]
+                .current
+                .as_ref()
+                .map(|c| c.metadata.attempt),
+            Some(1)
+        );
+        runtime.exit_container(&observed.init_containers[0].current.clone().unwrap().id, 0);
+        let observed = worker.sync(&p, &sources).await.unwrap();
+        let second = observed.init_containers[1].current.clone().unwrap();
+        runtime.exit_container(&second.id, 0);
+        let observed = worker.sync(&p, &sources).await.unwrap();
+        assert_eq!(phase("Always", &observed), "Running");
+        assert_eq!(
+            observed.containers[0].current.as_ref().map(|c| c.state),
+            Some(ContainerState::Running)
+        );
+        let created: Vec<String> = runtime
+            .calls_of(Operation::CreateContainer)
+            .into_iter()
+            .map(|c| c.detail)
+            .collect();
+        assert_eq!(created, ["first", "first", "second", "web"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restart_policies_and_config_errors() {
+        let (mut worker, runtime) = worker();
+        let never = pod(json!({"restartPolicy": "Never", "containers": [
+            {"name": "job", "image": "i", "command": ["/job"]}]}));
+        let sources = ConfigMaps::default();
+        let observed = worker.sync(&never, &sources).await.unwrap();
+        runtime.exit_container(&container_id(&observed, 0), 3);
+        let observed = worker.sync(&never, &sources).await.unwrap();
+        assert_eq!(phase("Never", &observed), "Failed");
+        assert_eq!(runtime.calls_of(Operation::CreateContainer).len(), 1);
+
+        let mut missing: Pod = pod(json!({"containers": [{"name": "app", "image": "i",
+            "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}]}]}));
+        missing.metadata.uid = Some("u-2".to_owned());
+        let observed = worker.sync(&missing, &sources).await.unwrap();
+        assert_eq!(
+            observed.containers[0].waiting,
+            Some((
+                "CreateContainerConfigError".to_owned(),
+                "configmap \"absent\" not found".to_owned()
+            ))
+        );
+        assert_eq!(phase("Always", &observed), "Pending");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn termination_stops_with_the_grace_period_and_removes_the_sandbox() {
+        let (mut worker, runtime) = worker();
+        runtime.ignore_term("web");
+        let p = pod(json!({"containers": [{"name": "web", "image": "i", "command": ["/web"]}]}));
+        worker.sync(&p, &ConfigMaps::default()).await.unwrap();
+        let started = Instant::now();
+        worker.terminate(&p, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        assert!(
+            runtime
+                .list_pod_sandboxes(&Default::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Terminating again (or an unknown pod) is fine.
+        worker.terminate(&p, Duration::from_secs(30)).await.unwrap();
+        // A sandbox lost behind the worker's back is made again.
+        worker.sync(&p, &ConfigMaps::default()).await.unwrap();
+        let sandbox = runtime
+            .list_pod_sandboxes(&Default::default())
+            .await
+            .unwrap()[0]
+            .id
+            .clone();
+        runtime.remove_pod_sandbox(&sandbox).await.unwrap();
+        let observed = worker.sync(&p, &ConfigMaps::default()).await.unwrap();
+        assert!(observed.sandbox_ready);
+        assert_eq!(runtime.calls_of(Operation::RunPodSandbox).len(), 3);
+    }
+}
