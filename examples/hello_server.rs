@@ -21,7 +21,8 @@
 //! - `POST /exit?code=N`: end the process with exit code `N` (default 1), as a crash.
 //!
 //! On SIGTERM it stops accepting connections, waits `--term-delay` seconds (a slow shutdown) and
-//! exits 0; with `--ignore-sigterm` it carries on until killed.
+//! exits 0; with `--ignore-sigterm` it carries on until killed. It prints the address it listens
+//! on to stderr (`... listening on 127.0.0.1:8080`). `tests/hello_server.rs` runs the built binary.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -242,92 +243,4 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?
         .block_on(serve(args))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// Serves `args` on a free loopback port; returns the address.
-    async fn start(args: &[&str]) -> SocketAddr {
-        let args = Args::parse_from(std::iter::once("hello_server").chain(args.iter().copied()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let hello = Arc::new(Hello::new(&args));
-        tokio::spawn(async move { axum::serve(listener, router(hello)).await });
-        address
-    }
-
-    /// One HTTP/1.1 request; the status code and the body.
-    async fn request(address: SocketAddr, method: &str, path: &str) -> (u16, String) {
-        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    #[tokio::test]
-    async fn says_which_pod_and_version_answered() {
-        let address = start(&["--pod-name", "web-7", "--app-version", "3"]).await;
-        assert_eq!(
-            request(address, "GET", "/").await,
-            (200, "hello from web-7 (version 3)\n".to_owned())
-        );
-        assert_eq!(request(address, "GET", "/nope").await.0, 404);
-    }
-
-    #[tokio::test]
-    async fn probes_fail_when_told_and_recover() {
-        let address = start(&[]).await;
-        assert_eq!(request(address, "GET", "/healthz").await.0, 200);
-        assert_eq!(request(address, "GET", "/readyz").await.0, 200);
-        assert_eq!(request(address, "POST", "/fail/healthz").await.0, 200);
-        assert_eq!(request(address, "GET", "/healthz").await.0, 500);
-        assert_eq!(request(address, "GET", "/readyz").await.0, 200);
-        assert_eq!(request(address, "POST", "/fail/readyz").await.0, 200);
-        assert_eq!(request(address, "GET", "/readyz").await.0, 503);
-        assert_eq!(request(address, "POST", "/recover/healthz").await.0, 200);
-        assert_eq!(request(address, "GET", "/healthz").await.0, 200);
-        assert_eq!(request(address, "GET", "/readyz").await.0, 503);
-        assert_eq!(request(address, "POST", "/fail/startupz").await.0, 404);
-
-        let failing = start(&["--fail-healthz", "--fail-readyz"]).await;
-        assert_eq!(request(failing, "GET", "/healthz").await.0, 500);
-        assert_eq!(request(failing, "GET", "/readyz").await.0, 503);
-    }
-
-    #[tokio::test]
-    async fn is_not_ready_until_the_delay_has_passed() {
-        let address = start(&["--ready-after", "0.3"]).await;
-        assert_eq!(
-            request(address, "GET", "/readyz").await,
-            (503, "starting\n".to_owned())
-        );
-        assert_eq!(request(address, "GET", "/healthz").await.0, 200);
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(request(address, "GET", "/readyz").await.0, 200);
-    }
-
-    #[test]
-    fn listens_where_the_pod_says_or_where_told() {
-        let args = Args::parse_from(["hello_server", "--listen", "127.0.0.9:9000"]);
-        assert_eq!(
-            args.listen_address().unwrap(),
-            "127.0.0.9:9000".parse::<SocketAddr>().unwrap()
-        );
-    }
 }

@@ -12,9 +12,13 @@
 //! - [`pod_worker`]: running one pod through the runtime — sandbox, init containers in order,
 //!   containers, restarts after the back-off, termination with the grace period.
 //!
-//! Still to come: the agent's loop over the pods bound to the node (watch, status writes,
-//! deletion), probes, and the pod network's addresses.
+//! - [`agent`]: [`NodeAgent`](agent::NodeAgent), the loop over all of it: heartbeats, the pods
+//!   bound to the node watched and synced, statuses written, deleted pods stopped with their grace
+//!   period and removed, what a previous agent left running adopted.
+//!
+//! Still to come: probes (liveness, readiness, startup), resource limits, and images.
 
+pub mod agent;
 pub mod backoff;
 pub mod environment;
 pub mod heartbeat;

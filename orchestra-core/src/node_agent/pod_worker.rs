@@ -21,8 +21,12 @@ use super::pod_status::{ObservedContainer, ObservedPod};
 use crate::clock::Clock;
 use crate::container_runtime::{
     ContainerFilter, ContainerRuntime, ContainerState, ContainerStatus, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxState, RuntimeError,
+    PodSandboxFilter, PodSandboxMetadata, PodSandboxState, RuntimeError,
 };
+use crate::pod_network::{PodNetwork, PodNetworkRequest};
+
+/// The sandbox label holding the pod's uid (by which a restarted agent finds its pods).
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
 /// What the worker remembers of a pod between syncs.
 #[derive(Clone, Debug)]
@@ -40,6 +44,7 @@ pub struct PodWorker {
     backoff: CrashLoopBackOff,
     pods: BTreeMap<String, PodState>,
     host_ip: Option<String>,
+    network: Option<Arc<dyn PodNetwork>>,
 }
 
 /// The instances of one container in the sandbox, newest first.
@@ -76,7 +81,55 @@ impl PodWorker {
             backoff: CrashLoopBackOff::new(backoff),
             pods: BTreeMap::new(),
             host_ip: None,
+            network: None,
         }
+    }
+
+    /// Gives pods their addresses from `network` (attached before each sandbox is created,
+    /// detached when it is removed).
+    pub fn with_network(mut self, network: Arc<dyn PodNetwork>) -> PodWorker {
+        self.network = Some(network);
+        self
+    }
+
+    /// Takes on the sandboxes a previous agent left: each ready sandbox labelled with a pod's
+    /// uid becomes that pod's, so the next sync finds its containers running instead of
+    /// starting them again.
+    ///
+    /// # Errors
+    ///
+    /// The runtime's, when it cannot list its sandboxes.
+    pub async fn adopt(&mut self) -> Result<usize, RuntimeError> {
+        let filter = PodSandboxFilter {
+            state: Some(PodSandboxState::Ready),
+            ..PodSandboxFilter::default()
+        };
+        let mut adopted = 0;
+        for sandbox in self.runtime.list_pod_sandboxes(&filter).await? {
+            let Some(uid) = sandbox.labels.get(POD_UID_LABEL) else {
+                continue;
+            };
+            self.pods.insert(
+                uid.clone(),
+                PodState {
+                    sandbox_id: Some(sandbox.id.clone()),
+                    sandbox_attempt: sandbox.metadata.attempt,
+                    start_time: sandbox.created_at,
+                },
+            );
+            adopted += 1;
+        }
+        Ok(adopted)
+    }
+
+    /// The uids of the pods the worker runs.
+    pub fn pod_uids(&self) -> Vec<String> {
+        self.pods.keys().cloned().collect()
+    }
+
+    /// The key the pod network holds a sandbox's addresses by.
+    fn network_key(uid: &str, attempt: u32) -> String {
+        format!("{uid}.{attempt}")
     }
 
     /// Sets the node's address (`status.hostIP` of its pods).
@@ -119,7 +172,20 @@ impl PodWorker {
             }
         }
         let attempt = self.pods.get(&uid).map_or(0, |s| s.sandbox_attempt);
-        let config = sandbox_config(pod, attempt);
+        let mut config = sandbox_config(pod, attempt);
+        if let Some(network) = &self.network {
+            let request = PodNetworkRequest {
+                sandbox_id: PodWorker::network_key(&uid, attempt),
+                pod_namespace: config.metadata.namespace.clone(),
+                pod_name: config.metadata.name.clone(),
+                pod_uid: uid.clone(),
+            };
+            let status = network
+                .attach(&request)
+                .await
+                .map_err(|error| RuntimeError::Unavailable(format!("pod network: {error}")))?;
+            config.ips = status.ips;
+        }
         let id = self.runtime.run_pod_sandbox(&config).await?;
         if let Some(state) = self.pods.get_mut(&uid) {
             state.sandbox_id = Some(id.clone());
@@ -362,31 +428,38 @@ impl PodWorker {
     }
 
     /// Stops the pod's containers, each given `grace` (SIGTERM, then SIGKILL), in parallel, then
-    /// stops and removes its sandbox and forgets the pod.
+    /// stops and removes its sandbox and releases its addresses.
     ///
     /// # Errors
     ///
-    /// The first runtime error; the pod is remembered so that terminating again retries.
+    /// The first runtime or network error; the pod is remembered so that terminating again
+    /// retries.
     pub async fn terminate(&mut self, pod: &Pod, grace: Duration) -> Result<(), RuntimeError> {
         let uid = pod_uid(pod);
-        let Some(sandbox_id) = self.pods.get(&uid).and_then(|s| s.sandbox_id.clone()) else {
-            self.pods.remove(&uid);
+        let Some(termination) = self.termination(&uid) else {
             return Ok(());
         };
-        let filter = ContainerFilter {
-            pod_sandbox_id: Some(sandbox_id.clone()),
-            state: Some(ContainerState::Running),
-            ..ContainerFilter::default()
-        };
-        let running = self.runtime.list_containers(&filter).await?;
-        let stops = running
-            .iter()
-            .map(|container| self.runtime.stop_container(&container.id, grace));
-        for result in futures_util::future::join_all(stops).await {
-            result?;
-        }
-        self.runtime.stop_pod_sandbox(&sandbox_id).await?;
-        self.runtime.remove_pod_sandbox(&sandbox_id).await?;
+        termination.run(grace).await?;
+        self.forget(pod);
+        Ok(())
+    }
+
+    /// What terminating the pod with uid `uid` takes, to run apart from the worker (the agent
+    /// runs each termination in its own task, so that one pod's grace period holds up no
+    /// other pod); `None` if the worker does not run it.
+    pub fn termination(&self, uid: &str) -> Option<Termination> {
+        let state = self.pods.get(uid)?;
+        Some(Termination {
+            runtime: self.runtime.clone(),
+            network: self.network.clone(),
+            sandbox_id: state.sandbox_id.clone(),
+            network_key: PodWorker::network_key(uid, state.sandbox_attempt),
+        })
+    }
+
+    /// Forgets the pod (after its termination): its state and its containers' back-off.
+    pub fn forget(&mut self, pod: &Pod) {
+        let uid = pod_uid(pod);
         for container in pod.spec.iter().flat_map(|spec| {
             spec.containers
                 .iter()
@@ -395,6 +468,54 @@ impl PodWorker {
             self.backoff.forget(&format!("{uid}/{}", container.name));
         }
         self.pods.remove(&uid);
+    }
+
+    /// Forgets the pod with uid `uid`, whose spec is no longer known.
+    pub fn forget_uid(&mut self, uid: &str) {
+        self.pods.remove(uid);
+    }
+}
+
+/// Stopping one pod: its containers with the grace period, its sandbox, its addresses
+/// ([`PodWorker::termination`]).
+#[derive(Debug)]
+pub struct Termination {
+    runtime: Arc<dyn ContainerRuntime>,
+    network: Option<Arc<dyn PodNetwork>>,
+    sandbox_id: Option<String>,
+    network_key: String,
+}
+
+impl Termination {
+    /// Stops the containers (each given `grace`: SIGTERM, then SIGKILL) in parallel, then stops
+    /// and removes the sandbox and releases the pod's addresses. Running it again is harmless.
+    ///
+    /// # Errors
+    ///
+    /// The first runtime or network error.
+    pub async fn run(&self, grace: Duration) -> Result<(), RuntimeError> {
+        if let Some(sandbox_id) = &self.sandbox_id {
+            let filter = ContainerFilter {
+                pod_sandbox_id: Some(sandbox_id.clone()),
+                state: Some(ContainerState::Running),
+                ..ContainerFilter::default()
+            };
+            let running = self.runtime.list_containers(&filter).await?;
+            let stops = running
+                .iter()
+                .map(|container| self.runtime.stop_container(&container.id, grace));
+            for result in futures_util::future::join_all(stops).await {
+                result?;
+            }
+            self.runtime.stop_pod_sandbox(sandbox_id).await?;
+            self.runtime.remove_pod_sandbox(sandbox_id).await?;
+        }
+        if let Some(network) = &self.network {
+            network
+                .detach(&self.network_key)
+                .await
+                .map_err(|error| RuntimeError::Unavailable(format!("pod network: {error}")))?;
+        }
         Ok(())
     }
 }
@@ -416,7 +537,7 @@ fn sandbox_config(pod: &Pod, attempt: u32) -> PodSandboxConfig {
             .and_then(|spec| spec.hostname.clone())
             .unwrap_or(name),
         labels: BTreeMap::from([(
-            "io.kubernetes.pod.uid".to_owned(),
+            POD_UID_LABEL.to_owned(),
             metadata.uid.clone().unwrap_or_default(),
         )]),
         ..PodSandboxConfig::default()
