@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 use crate::container_runtime::{ContainerConfig, ContainerMetadata};
 
 /// Where the values of ConfigMaps and Secrets come from.
-pub trait ConfigSource {
+pub trait ConfigSource: Send + Sync {
     /// The data of the ConfigMap `name` in `namespace`, if it exists.
     fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>>;
     /// The data of the Secret `name` in `namespace`, decoded, if it exists.
