@@ -71,7 +71,8 @@ member_pid() { # prints the pid of a live member, fails if it is not running
   pid="$(cat "$file")"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
   # A recycled pid is not ours: check that it is an etcd.
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q etcd || return 1
+  [ -r "/proc/$pid/cmdline" ] || return 1
+  [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline")" == *etcd* ]] || return 1
   echo "$pid"
 }
 
@@ -194,7 +195,7 @@ case "$command" in
     ;;
   pid)
     [ "$#" -eq 3 ] || die "usage: scripts/etcd.sh pid cluster N"
-    members "$2" | tr ' ' '\n' | grep -qx "$3" || die "no member $3 in $2"
+    [[ " $(members "$2") " == *" $3 "* ]] || die "no member $3 in $2"
     member_pid "$2" "$3" || die "member $3 of $2 is not running"
     ;;
   status)

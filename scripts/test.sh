@@ -45,7 +45,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 protoc --version
-etcd --version | head -n 1
+# Not `| head`: with pipefail a writer cut off by head exits 141 (SIGPIPE) and fails the run.
+etcd_version="$(etcd --version)"
+echo "${etcd_version%%$'\n'*}"
 
 say "etcd"
 # A single member for the etcd store's tests (the cluster test starts its own three members).
