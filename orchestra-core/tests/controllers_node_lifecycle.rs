@@ -20,11 +20,14 @@ use orchestra_core::store::MemoryStore;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A client whose `DefaultTolerationSeconds` admission gives pods no time on a lost node: a pod
+/// that does not say otherwise is evicted as soon as its node is tainted.
 async fn client() -> Client {
     let client = Client::builder(MemoryStore::new())
         .clock(TokioClock::starting_at(
             "2026-01-01T00:00:00Z".parse().unwrap(),
         ))
+        .default_toleration_seconds(std::time::Duration::ZERO, std::time::Duration::ZERO)
         .build();
     client.bootstrap().await.unwrap();
     client

@@ -19,7 +19,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Time}
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::admission::{Admission, AdmissionRequest, Operation, Priority};
+use super::admission::{
+    Admission, AdmissionRequest, DefaultTolerationSeconds, Operation, Priority,
+};
 use super::keys::{collection_prefix, object_key};
 use super::params::{
     DeleteParams, ListParams, PatchParams, PostParams, PropagationPolicy, VersionMatch, WatchParams,
@@ -179,6 +181,7 @@ pub struct ClientBuilder {
     scheme: Scheme,
     admission: Vec<Arc<dyn Admission>>,
     default_admission: bool,
+    default_tolerations: DefaultTolerationSeconds,
     clock: Arc<dyn Clock>,
     bookmark_interval: Duration,
     seed: Option<u64>,
@@ -218,6 +221,19 @@ impl ClientBuilder {
         self
     }
 
+    /// How long the default admission's [`DefaultTolerationSeconds`] lets pods tolerate a
+    /// not-ready and an unreachable node (300 s each by default, as kube-apiserver's
+    /// `--default-not-ready-toleration-seconds` and `--default-unreachable-toleration-seconds`).
+    #[must_use]
+    pub fn default_toleration_seconds(
+        mut self,
+        not_ready: Duration,
+        unreachable: Duration,
+    ) -> ClientBuilder {
+        self.default_tolerations = DefaultTolerationSeconds::new(not_ready, unreachable);
+        self
+    }
+
     /// The clock for timestamps (the system clock by default).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> ClientBuilder {
@@ -246,6 +262,7 @@ impl ClientBuilder {
         let mut admission: Vec<Arc<dyn Admission>> = Vec::new();
         if self.default_admission {
             admission.push(Arc::new(Priority::new(Arc::clone(&self.store))));
+            admission.push(Arc::new(self.default_tolerations));
         }
         admission.extend(self.admission);
         Client {
@@ -342,6 +359,7 @@ impl Client {
             scheme: Scheme::default(),
             admission: Vec::new(),
             default_admission: true,
+            default_tolerations: DefaultTolerationSeconds::default(),
             clock: Arc::new(SystemClock),
             bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
             seed: None,

@@ -59,6 +59,7 @@ use super::deployment::DeploymentController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
 use super::namespace::NamespaceController;
+use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use super::replica_set::ReplicaSetController;
 use super::service_account::ServiceAccountController;
 use super::token::{TokenController, TokenIssuer};
@@ -85,11 +86,13 @@ pub enum ControllerName {
     Namespace,
     /// `garbagecollector`: [`GarbageCollector`].
     GarbageCollector,
+    /// `nodelifecycle`: [`NodeLifecycleController`] (lost nodes tainted, their pods evicted).
+    NodeLifecycle,
 }
 
 impl ControllerName {
     /// Every controller, in the order the manager starts them.
-    pub const ALL: [ControllerName; 8] = [
+    pub const ALL: [ControllerName; 9] = [
         ControllerName::Namespace,
         ControllerName::GarbageCollector,
         ControllerName::ServiceAccount,
@@ -98,6 +101,7 @@ impl ControllerName {
         ControllerName::ReplicationController,
         ControllerName::ReplicaSet,
         ControllerName::Deployment,
+        ControllerName::NodeLifecycle,
     ];
 
     /// The name kube-controller-manager's `--controllers` flag uses.
@@ -111,6 +115,7 @@ impl ControllerName {
             ControllerName::ServiceAccountToken => "serviceaccount-token",
             ControllerName::Namespace => "namespace",
             ControllerName::GarbageCollector => "garbagecollector",
+            ControllerName::NodeLifecycle => "nodelifecycle",
         }
     }
 }
@@ -138,7 +143,7 @@ impl FromStr for ControllerName {
 pub enum ManagerError {
     /// A name in a controller list is not a controller's.
     #[error(
-        "unknown controller {0:?} (known: replicaset, replicationcontroller, deployment, endpoint, serviceaccount, serviceaccount-token, namespace, garbagecollector)"
+        "unknown controller {0:?} (known: replicaset, replicationcontroller, deployment, endpoint, serviceaccount, serviceaccount-token, namespace, garbagecollector, nodelifecycle)"
     )]
     UnknownController(String),
     /// A controller list has an empty item (as in `*,,-namespace`).
@@ -162,6 +167,7 @@ pub struct ControllerManager {
     enabled: BTreeSet<ControllerName>,
     issuer: Option<TokenIssuer>,
     leader_election: Option<LeaderElectionConfig>,
+    node_lifecycle: NodeLifecycleConfig,
 }
 
 impl ControllerManager {
@@ -176,6 +182,7 @@ impl ControllerManager {
                 .collect(),
             issuer: None,
             leader_election: None,
+            node_lifecycle: NodeLifecycleConfig::default(),
         }
     }
 
@@ -229,6 +236,14 @@ impl ControllerManager {
     pub fn token_issuer(mut self, issuer: TokenIssuer) -> ControllerManager {
         self.issuer = Some(issuer);
         self.enabled.insert(ControllerName::ServiceAccountToken);
+        self
+    }
+
+    /// How the node lifecycle controller judges nodes (Kubernetes' 40 s grace period by
+    /// default).
+    #[must_use]
+    pub fn node_lifecycle(mut self, config: NodeLifecycleConfig) -> ControllerManager {
+        self.node_lifecycle = config;
         self
     }
 
@@ -334,6 +349,11 @@ impl ControllerManager {
                     }
                     ControllerName::GarbageCollector => {
                         GarbageCollector::new(client.clone()).run(stop).boxed()
+                    }
+                    ControllerName::NodeLifecycle => {
+                        NodeLifecycleController::with_config(client.clone(), self.node_lifecycle)
+                            .run(stop)
+                            .boxed()
                     }
                 };
                 Some(future)

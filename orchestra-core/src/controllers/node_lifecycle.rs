@@ -26,16 +26,13 @@
 //! delete options) when one of the taints is not tolerated by the pod, or once
 //! `timeAdded + tolerationSeconds` has passed for a taint it tolerates for a while; a toleration
 //! without `tolerationSeconds` tolerates the taint for ever ([`eviction`]). Each eviction records
-//! a `TaintManagerEviction` event on the pod. Pods deleted this way are not recreated when the
+//! a `TaintManagerEviction` event on the pod. Pods get 300 s tolerations of both taints from the
+//! [`DefaultTolerationSeconds`](crate::api::admission::DefaultTolerationSeconds) admission plugin
+//! unless they say otherwise. Pods deleted this way are not recreated when the
 //! node comes back: their owners (a ReplicaSet…) replace them.
 //!
 //! # Differences from Kubernetes
 //!
-//! - Orchestra's admission does not add the `DefaultTolerationSeconds` tolerations to new pods:
-//!   a pod tolerates what its spec says, so a pod without tolerations is evicted as soon as its
-//!   node gets a `NoExecute` taint. [`default_tolerations`] builds the tolerations that admission
-//!   plugin would add (for [`pod_eviction_timeout`](NodeLifecycleConfig::pod_eviction_timeout)),
-//!   for whoever creates pods to add them.
 //! - Evictions are not rate-limited per zone (`--node-eviction-rate`,
 //!   `--secondary-node-eviction-rate`, `--unhealthy-zone-threshold`), and there is no "full
 //!   disruption" mode that stops evictions when every node of a zone is down.
@@ -88,6 +85,7 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Preconditions, Time};
 
 use crate::api::{Api, Client, DeleteParams, PostParams};
+use crate::resource::taints;
 use crate::runtime::events::{EventRecorder, EventType};
 use crate::runtime::reflector::{self, ObjectRef, Reader};
 use crate::runtime::watcher::{WatcherConfig, WatcherError, WatcherEvent, watcher};
@@ -98,10 +96,10 @@ use crate::status::StatusError;
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
 /// The taint of a node whose agent stopped heartbeating (or reports `Ready=Unknown`).
-pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+pub const UNREACHABLE_TAINT: &str = taints::TAINT_NODE_UNREACHABLE;
 
 /// The taint of a node whose agent reports `Ready=False`.
-pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+pub const NOT_READY_TAINT: &str = taints::TAINT_NODE_NOT_READY;
 
 /// The reason of the conditions of a node whose agent stopped heartbeating.
 pub const NODE_STATUS_UNKNOWN: &str = "NodeStatusUnknown";
@@ -391,22 +389,6 @@ pub fn eviction_for_pod(pod: &Pod, taints: &[Taint], untimed_since: Timestamp) -
         .and_then(|spec| spec.tolerations.as_deref())
         .unwrap_or(&[]);
     eviction(tolerations, taints, untimed_since)
-}
-
-/// The tolerations Kubernetes' `DefaultTolerationSeconds` admission plugin adds to pods that do
-/// not tolerate the not-ready and unreachable `NoExecute` taints: both, for `seconds`.
-pub fn default_tolerations(seconds: Duration) -> Vec<Toleration> {
-    let seconds = i64::try_from(seconds.as_secs()).unwrap_or(i64::MAX);
-    [NOT_READY_TAINT, UNREACHABLE_TAINT]
-        .into_iter()
-        .map(|key| Toleration {
-            key: Some(key.to_owned()),
-            operator: Some("Exists".to_owned()),
-            effect: Some("NoExecute".to_owned()),
-            toleration_seconds: Some(seconds),
-            value: None,
-        })
-        .collect()
 }
 
 /// Marks lost nodes and evicts their pods: see the [module documentation](self).
@@ -947,7 +929,13 @@ mod tests {
         );
         let pod = Pod {
             spec: Some(PodSpec {
-                tolerations: Some(default_tolerations(Duration::from_secs(300))),
+                tolerations: Some(vec![Toleration {
+                    key: Some(NOT_READY_TAINT.to_owned()),
+                    operator: Some("Exists".to_owned()),
+                    effect: Some("NoExecute".to_owned()),
+                    toleration_seconds: Some(300),
+                    value: None,
+                }]),
                 ..PodSpec::default()
             }),
             ..Pod::default()

@@ -34,6 +34,7 @@
 pub mod builtin;
 pub mod custom;
 mod dynamic;
+pub mod taints;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -14,10 +14,12 @@
 //! | Plugin | What it does |
 //! |---|---|
 //! | [`Priority`] | resolves a pod's `priorityClassName` to its `priority` and `preemptionPolicy`; keeps PriorityClasses to one global default |
+//! | [`DefaultTolerationSeconds`] | gives pods 300 s tolerations of the not-ready and unreachable `NoExecute` taints (configurable with [`ClientBuilder::default_toleration_seconds`](super::ClientBuilder::default_toleration_seconds)) |
 //!
 //! [`ClientBuilder::without_default_admission`](super::ClientBuilder::without_default_admission)
 //! leaves them out.
 
+pub mod default_toleration_seconds;
 pub mod priority;
 
 use std::fmt;
@@ -27,6 +29,7 @@ use async_trait::async_trait;
 use crate::resource::{ApiResource, DynamicObject};
 use crate::status::StatusError;
 
+pub use default_toleration_seconds::DefaultTolerationSeconds;
 pub use priority::Priority;
 
 /// What a write does.

@@ -12,7 +12,7 @@ pub const NAME: &str = "NodeUnschedulable";
 /// The reason given for a cordoned node.
 pub const ERR_REASON_UNSCHEDULABLE: &str = "node(s) were unschedulable";
 /// The key of the taint a pod must tolerate to go on a cordoned node.
-pub const TAINT_NODE_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+pub const TAINT_NODE_UNSCHEDULABLE: &str = crate::resource::taints::TAINT_NODE_UNSCHEDULABLE;
 
 /// Filters out nodes marked `spec.unschedulable` for pods that do not tolerate
 /// `node.kubernetes.io/unschedulable:NoSchedule` (kube-scheduler's NodeUnschedulable plugin). The
