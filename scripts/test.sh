@@ -2,8 +2,9 @@
 # The project's test command (the README's): formatting, lints, docs and every test.
 #
 # On a fresh Debian machine run as root it first installs what the tests need: the Rust
-# toolchain's rustfmt and clippy components, `protobuf-compiler` (the etcd backend's build) and
-# `etcd-server` (its tests), and checks the shared fixtures beside the checkout; later
+# toolchain's rustfmt and clippy components, `protobuf-compiler` (the etcd backend's build),
+# `etcd-server` (its tests) and `busybox-static` (a static busybox the image tests package as an
+# image), and checks the shared fixtures beside the checkout; later
 # capabilities add their components (dockerd, CNI plugins, ...) here, and CI (.ci/run) runs this
 # same script. It starts a single etcd member for the tests (scripts/etcd.sh) and stops it at the
 # end, and builds, lints, documents and tests with every feature (`--all-features`). With CI=true
@@ -28,7 +29,7 @@ cargo --version
 
 say "system packages"
 # Debian package -> a command it installs.
-declare -A packages=([protobuf-compiler]=protoc [etcd-server]=etcd)
+declare -A packages=([protobuf-compiler]=protoc [etcd-server]=etcd [busybox-static]=busybox)
 missing=()
 for package in "${!packages[@]}"; do
   command -v "${packages[$package]}" >/dev/null 2>&1 || missing+=("$package")
