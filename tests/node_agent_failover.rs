@@ -72,7 +72,6 @@ async fn pods_of_a_lost_node_are_replaced_on_the_other_and_cleaned_up_when_it_re
     let lifecycle = NodeLifecycleConfig {
         node_monitor_grace_period: Duration::from_secs(3),
         monitor_period: Duration::from_millis(500),
-        ..NodeLifecycleConfig::default()
     };
     let control_plane = start_control_plane(
         &client,

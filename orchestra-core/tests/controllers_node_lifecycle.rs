@@ -48,7 +48,6 @@ impl Running {
         let config = NodeLifecycleConfig {
             node_monitor_grace_period: Duration::from_secs(40),
             monitor_period: Duration::from_secs(5),
-            ..NodeLifecycleConfig::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let controller = NodeLifecycleController::with_config(client.clone(), config);

@@ -11,13 +11,21 @@
 //! - **youki/libcontainer**: runc-style OCI containers with namespaces and cgroups (to come);
 //! - **Docker**, through the engine's API (to come);
 //!
-//! and image handling: import of OCI-layout and docker-archive tarballs, and pull from a registry
-//! (to come).
+//! and image handling: [`image`] (feature `image`, on by default) is the node's image store —
+//! OCI-layout and `docker save` tarballs imported and unpacked to root filesystems that a runtime
+//! runs containers from — and pull from a registry is to come.
+//!
+//! [`host`] (feature `host`, on by default) reads the node's capacity and the figures behind its
+//! pressure conditions from the Linux host, for the node agent's heartbeat.
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(feature = "host")]
+pub mod host;
+#[cfg(feature = "image")]
+pub mod image;
 #[cfg(feature = "process")]
 pub mod process;

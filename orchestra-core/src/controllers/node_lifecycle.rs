@@ -129,9 +129,6 @@ pub struct NodeLifecycleConfig {
     /// How long a node may go without heartbeat before it is marked unreachable (Kubernetes'
     /// `--node-monitor-grace-period`, 40 s by default).
     pub node_monitor_grace_period: Duration,
-    /// How long pods tolerate an unreachable or not-ready node by default (Kubernetes'
-    /// `DefaultTolerationSeconds`, 300 s): the `tolerationSeconds` of [`default_tolerations`].
-    pub pod_eviction_timeout: Duration,
     /// How often nodes are looked at (Kubernetes' `--node-monitor-period`, 5 s by default).
     pub monitor_period: Duration,
 }
@@ -140,7 +137,6 @@ impl Default for NodeLifecycleConfig {
     fn default() -> NodeLifecycleConfig {
         NodeLifecycleConfig {
             node_monitor_grace_period: Duration::from_secs(40),
-            pod_eviction_timeout: Duration::from_secs(300),
             monitor_period: Duration::from_secs(5),
         }
     }

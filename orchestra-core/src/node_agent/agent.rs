@@ -160,7 +160,14 @@ impl NodeAgent {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let source = self.config_source(pod).await;
-        let observed = match worker.sync(pod, &source).await {
+        let synced = worker.sync(pod, &source).await;
+        // Kills by a probe are told; failed runs show in the container's readiness and restarts.
+        for event in worker.take_probe_events() {
+            if event.reason == "Killing" {
+                eprintln!("node agent: pod {namespace}/{name}: {}", event.message);
+            }
+        }
+        let observed = match synced {
             Ok(observed) => observed,
             Err(error) => {
                 eprintln!("node agent: syncing pod {namespace}/{name}: {error}");

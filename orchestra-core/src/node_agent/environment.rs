@@ -2,13 +2,18 @@
 //! and `envFrom` resolved (downward API fields, ConfigMap and Secret values) and `$(VAR)`
 //! references expanded, as kubelet does (`makeEnvironmentVariables`, `expandCommandAndArgs`).
 //!
+//! The limits the runtime applies come from the container's `resources` as kubelet computes
+//! them ([`container_resources`]).
+//!
 //! Pure: ConfigMaps and Secrets come from a [`ConfigSource`] the agent fills from the Api.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
-use crate::container_runtime::{ContainerConfig, ContainerMetadata};
+use crate::container_runtime::{ContainerConfig, ContainerMetadata, ContainerResources};
+use crate::quantity::Quantity;
 
 /// Where the values of ConfigMaps and Secrets come from.
 pub trait ConfigSource: Send + Sync {
@@ -322,8 +327,113 @@ pub fn container_env(
         .collect())
 }
 
+/// The fewest CPU shares a container gets (the kernel's minimum; kubelet's `MinShares`).
+pub const MIN_SHARES: u64 = 2;
+/// The CPU shares of one CPU (kubelet's `SharesPerCPU`).
+pub const SHARES_PER_CPU: u64 = 1024;
+/// The most CPU shares a container gets (kubelet's `MaxShares`).
+pub const MAX_SHARES: u64 = 262_144;
+/// The CFS period, in microseconds, of a container with a CPU limit (kubelet's `QuotaPeriod`,
+/// 100 ms).
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota, in microseconds (kubelet's `MinQuotaPeriod`, 1 ms).
+pub const MIN_CPU_QUOTA_US: i64 = 1_000;
+
+/// The CPU shares of a request of `milli_cpu` thousandths of a CPU (kubelet's
+/// `MilliCPUToShares`): no request gets the minimum, 2.
+///
+/// # Examples
+///
+/// ```
+/// use orchestra_core::node_agent::environment::milli_cpu_to_shares;
+///
+/// assert_eq!(milli_cpu_to_shares(0), 2);
+/// assert_eq!(milli_cpu_to_shares(1), 2);
+/// assert_eq!(milli_cpu_to_shares(250), 256);
+/// assert_eq!(milli_cpu_to_shares(1000), 1024);
+/// ```
+pub fn milli_cpu_to_shares(milli_cpu: i64) -> u64 {
+    let Ok(milli_cpu) = u64::try_from(milli_cpu) else {
+        return MIN_SHARES;
+    };
+    (milli_cpu.saturating_mul(SHARES_PER_CPU) / 1000).clamp(MIN_SHARES, MAX_SHARES)
+}
+
+/// The CFS quota, in microseconds per `period`, of a limit of `milli_cpu` thousandths of a CPU
+/// (kubelet's `milliCPUToQuota`): at least 1 ms; `None` for no limit.
+///
+/// # Examples
+///
+/// ```
+/// use orchestra_core::node_agent::environment::milli_cpu_to_quota;
+///
+/// assert_eq!(milli_cpu_to_quota(0, 100_000), None);
+/// assert_eq!(milli_cpu_to_quota(500, 100_000), Some(50_000));
+/// assert_eq!(milli_cpu_to_quota(1, 100_000), Some(1_000));
+/// ```
+pub fn milli_cpu_to_quota(milli_cpu: i64, period: u64) -> Option<i64> {
+    if milli_cpu <= 0 {
+        return None;
+    }
+    let period = i64::try_from(period).unwrap_or(i64::MAX);
+    Some((milli_cpu.saturating_mul(period) / 1000).max(MIN_CPU_QUOTA_US))
+}
+
+/// The limits the runtime applies to `container`, as kubelet computes them
+/// (`calculateLinuxResources`): CPU shares from the CPU request (from the limit when only a
+/// limit is set; the minimum, 2, when neither is), a CFS quota per 100 ms period from the CPU
+/// limit, and the memory limit. The process limit is the agent's to set for the whole pod, not
+/// the container's: it stays unset.
+///
+/// # Examples
+///
+/// ```
+/// use k8s_openapi::api::core::v1::Container;
+/// use orchestra_core::node_agent::environment::container_resources;
+///
+/// let container: Container = serde_json::from_value(serde_json::json!({
+///     "name": "web",
+///     "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+/// }))?;
+/// let resources = container_resources(&container);
+/// assert_eq!(resources.cpu_shares, Some(256));
+/// assert_eq!((resources.cpu_period, resources.cpu_quota), (Some(100_000), Some(50_000)));
+/// assert_eq!(resources.memory_limit_bytes, Some(64 * 1024 * 1024));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+pub fn container_resources(container: &Container) -> ContainerResources {
+    let resources = container.resources.as_ref();
+    let amount = |list: Option<&BTreeMap<String, K8sQuantity>>, name: &str| {
+        list.and_then(|list| list.get(name))
+            .and_then(|quantity| Quantity::try_from(quantity).ok())
+            .unwrap_or_default()
+    };
+    let clamp = |value: i128| i64::try_from(value).unwrap_or(i64::MAX);
+    let requests = resources.and_then(|r| r.requests.as_ref());
+    let limits = resources.and_then(|r| r.limits.as_ref());
+    let cpu_request = clamp(amount(requests, "cpu").as_milli_ceil());
+    let cpu_limit = clamp(amount(limits, "cpu").as_milli_ceil());
+    let memory_limit = clamp(amount(limits, "memory").as_units_ceil());
+    // With a limit and no request, the request is the limit (as the Api defaults it, and kubelet
+    // again for pods made before).
+    let cpu_shares = milli_cpu_to_shares(if cpu_request == 0 && cpu_limit != 0 {
+        cpu_limit
+    } else {
+        cpu_request
+    });
+    let cpu_quota = milli_cpu_to_quota(cpu_limit, CPU_PERIOD_US);
+    ContainerResources {
+        cpu_shares: Some(cpu_shares),
+        cpu_period: cpu_quota.map(|_| CPU_PERIOD_US),
+        cpu_quota,
+        memory_limit_bytes: (memory_limit > 0).then_some(memory_limit),
+        pids_limit: None,
+    }
+}
+
 /// What the runtime is asked to create for `container` of `pod` (instance `attempt`), with its
-/// resolved `env`: `$(VAR)` in command and args expanded with it.
+/// resolved `env`: `$(VAR)` in command and args expanded with it, and the limits of its
+/// `resources` ([`container_resources`]).
 pub fn container_config(
     pod: &Pod,
     container: &Container,
@@ -375,6 +485,7 @@ pub fn container_config(
             .filter(|dir| !dir.is_empty())
             .map(Into::into),
         env,
+        resources: container_resources(container),
         labels,
         ..ContainerConfig::default()
     }
@@ -519,5 +630,81 @@ mod tests {
             container_env(&p, container, &context(), &sources()).unwrap(),
             Vec::new()
         );
+    }
+
+    fn resources(spec: serde_json::Value) -> ContainerResources {
+        let p = pod(json!([{"name": "c", "image": "i", "resources": spec}]));
+        container_resources(&p.spec.as_ref().unwrap().containers[0])
+    }
+
+    #[test]
+    fn resources_follow_kubelet() {
+        // Best effort: the fewest shares, no quota, no memory limit.
+        let none = ContainerResources {
+            cpu_shares: Some(2),
+            ..ContainerResources::default()
+        };
+        assert_eq!(resources(json!({})), none);
+        assert_eq!(resources(json!({"requests": {"cpu": "0"}})), none);
+        // Requests give shares; limits give the quota over 100 ms and the memory limit.
+        assert_eq!(
+            resources(json!({"requests": {"cpu": "1500m", "memory": "1Gi"}})),
+            ContainerResources {
+                cpu_shares: Some(1536),
+                ..ContainerResources::default()
+            }
+        );
+        assert_eq!(
+            resources(json!({
+                "requests": {"cpu": "100m", "memory": "32Mi"},
+                "limits": {"cpu": "2", "memory": "128Mi"},
+            })),
+            ContainerResources {
+                cpu_shares: Some(102),
+                cpu_period: Some(100_000),
+                cpu_quota: Some(200_000),
+                memory_limit_bytes: Some(128 * 1024 * 1024),
+                pids_limit: None,
+            }
+        );
+        // A limit alone is also the request.
+        assert_eq!(
+            resources(json!({"limits": {"cpu": "250m", "memory": "1G"}})),
+            ContainerResources {
+                cpu_shares: Some(256),
+                cpu_period: Some(100_000),
+                cpu_quota: Some(25_000),
+                memory_limit_bytes: Some(1_000_000_000),
+                pids_limit: None,
+            }
+        );
+        // A tiny limit gets the 1 ms minimum quota; a tiny request the minimum shares; a huge
+        // one the maximum; fractions of a byte round up.
+        let tiny =
+            resources(json!({"requests": {"cpu": "1m"}, "limits": {"cpu": "1m", "memory": "0.5"}}));
+        assert_eq!(
+            (tiny.cpu_shares, tiny.cpu_quota, tiny.memory_limit_bytes),
+            (Some(2), Some(1_000), Some(1))
+        );
+        assert_eq!(
+            resources(json!({"requests": {"cpu": "1000"}})).cpu_shares,
+            Some(MAX_SHARES)
+        );
+        let huge = resources(json!({"limits": {"cpu": "10E", "memory": "10E"}}));
+        assert_eq!(huge.memory_limit_bytes, Some(i64::MAX));
+        assert!(huge.cpu_quota.unwrap() > 0);
+    }
+
+    #[test]
+    fn the_container_config_carries_the_resources() {
+        let p = pod(
+            json!([{"name": "c", "image": "i", "command": ["sleep", "1"],
+            "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]),
+        );
+        let container = &p.spec.as_ref().unwrap().containers[0];
+        let config = container_config(&p, container, 0, Vec::new());
+        assert_eq!(config.resources, container_resources(container));
+        assert_eq!(config.resources.cpu_quota, Some(50_000));
+        assert_eq!(config.resources.memory_limit_bytes, Some(64 * 1024 * 1024));
     }
 }

@@ -2,10 +2,16 @@
 //! labels, runtime version), renews the node's `Lease` in `kube-node-lease` every few seconds
 //! (the heartbeat the node lifecycle controller watches), and posts the node's conditions —
 //! `Ready` while its container runtime answers — as kubelet does.
+//!
+//! Given the host's [`NodeResources`] ([`Heartbeat::with_resources`]), the node's capacity is
+//! the host's, its allocatable resources what kubelet leaves of it (see [`host::allocatable`]),
+//! and its `MemoryPressure`, `DiskPressure` and `PIDPressure` conditions follow the host's
+//! figures against kubelet's eviction thresholds; without, the capacity is the configured one and
+//! the pressure conditions stay false.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -18,6 +24,9 @@ use serde_json::json;
 use crate::api::{Api, Client, PatchParams, PostParams};
 use crate::clock::{Clock, SystemClock};
 use crate::container_runtime::ContainerRuntime;
+use crate::node_agent::host::{
+    self, EvictionThresholds, NodePressure, NodeResources, PressureHistory,
+};
 use crate::patch::PatchType;
 use crate::status::StatusError;
 
@@ -29,10 +38,21 @@ pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 pub struct NodeConfig {
     /// The node's name.
     pub node_name: String,
-    /// What the node has (`cpu`, `memory`, `pods`, `ephemeral-storage`, ...).
+    /// What the node has (`cpu`, `memory`, `pods`, `ephemeral-storage`, ...). With the host's
+    /// [`NodeResources`], added to (and overriding) what the host has.
     pub capacity: BTreeMap<String, Quantity>,
-    /// What pods may use; the capacity when `None`.
+    /// What pods may use. When `None`: the capacity, or with the host's [`NodeResources`],
+    /// what kubelet leaves of it ([`host::allocatable`] with `reserved` and
+    /// `eviction_thresholds`).
     pub allocatable: Option<BTreeMap<String, Quantity>>,
+    /// What is held back from pods for the system and the agent (kubelet's `--system-reserved`
+    /// plus `--kube-reserved`; none by default).
+    pub reserved: BTreeMap<String, Quantity>,
+    /// Below these the node reports pressure (kubelet's `--eviction-hard`).
+    pub eviction_thresholds: EvictionThresholds,
+    /// How long a pressure condition stays true after its signal last crossed its threshold
+    /// (kubelet's `--eviction-pressure-transition-period`: 5 minutes).
+    pub pressure_transition_period: Duration,
     /// The node's addresses (`InternalIP`, `Hostname`).
     pub addresses: Vec<NodeAddress>,
     /// Labels besides the well-known ones the agent sets (`kubernetes.io/hostname`,
@@ -56,6 +76,9 @@ impl NodeConfig {
             node_name: node_name.into(),
             capacity,
             allocatable: None,
+            reserved: BTreeMap::new(),
+            eviction_thresholds: EvictionThresholds::default(),
+            pressure_transition_period: Duration::from_secs(300),
             addresses: Vec::new(),
             labels: BTreeMap::new(),
             agent_version: format!("v{}", env!("CARGO_PKG_VERSION")),
@@ -96,12 +119,13 @@ pub enum Readiness {
     NotReady(String),
 }
 
-/// The node's conditions: `Ready` as `readiness` says, the pressure conditions false, each
-/// keeping its `lastTransitionTime` from `previous` while its status is unchanged, all with
-/// heartbeat `now`.
+/// The node's conditions: `Ready` as `readiness` says, the pressure conditions as `pressure`
+/// says (with kubelet's reasons and messages), each keeping its `lastTransitionTime` from
+/// `previous` while its status is unchanged, all with heartbeat `now`.
 pub fn node_conditions(
     previous: &[NodeCondition],
     readiness: &Readiness,
+    pressure: &NodePressure,
     now: Timestamp,
 ) -> Vec<NodeCondition> {
     let make = |kind: &str, status: bool, reason: &str, message: &str| {
@@ -129,36 +153,108 @@ pub fn node_conditions(
         ),
         Readiness::NotReady(why) => make("Ready", false, "KubeletNotReady", why),
     };
-    vec![
+    let memory = if pressure.memory {
+        make(
+            "MemoryPressure",
+            true,
+            "KubeletHasInsufficientMemory",
+            "kubelet has insufficient memory available",
+        )
+    } else {
         make(
             "MemoryPressure",
             false,
             "KubeletHasSufficientMemory",
-            "the node has sufficient memory available",
-        ),
+            "kubelet has sufficient memory available",
+        )
+    };
+    let disk = if pressure.disk {
+        make(
+            "DiskPressure",
+            true,
+            "KubeletHasDiskPressure",
+            "kubelet has disk pressure",
+        )
+    } else {
         make(
             "DiskPressure",
             false,
             "KubeletHasNoDiskPressure",
-            "the node has no disk pressure",
-        ),
+            "kubelet has no disk pressure",
+        )
+    };
+    let pid = if pressure.pid {
+        make(
+            "PIDPressure",
+            true,
+            "KubeletHasInsufficientPID",
+            "kubelet has insufficient PID available",
+        )
+    } else {
         make(
             "PIDPressure",
             false,
             "KubeletHasSufficientPID",
-            "the node has sufficient PID available",
-        ),
-        ready,
-    ]
+            "kubelet has sufficient PID available",
+        )
+    };
+    vec![memory, disk, pid, ready]
 }
 
-/// The Node object the agent registers.
+/// The pressure conditions `conditions` report as true.
+fn reported_pressure(conditions: &[NodeCondition]) -> NodePressure {
+    let holds = |kind: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == kind && c.status == "True")
+    };
+    NodePressure {
+        memory: holds("MemoryPressure"),
+        disk: holds("DiskPressure"),
+        pid: holds("PIDPressure"),
+    }
+}
+
+/// What the agent observed of its node at one moment: what its status is made from.
+#[derive(Clone, Debug, PartialEq)]
+struct Observation {
+    readiness: Readiness,
+    runtime_version: String,
+    capacity: BTreeMap<String, Quantity>,
+    allocatable: BTreeMap<String, Quantity>,
+    /// `None` when the host's figures could not be read: the conditions stay as reported.
+    pressure: Option<NodePressure>,
+}
+
+impl Observation {
+    /// What the node reports of `config` alone (no host resources).
+    fn of_config(config: &NodeConfig, readiness: Readiness, runtime_version: String) -> Self {
+        Observation {
+            readiness,
+            runtime_version,
+            capacity: config.capacity.clone(),
+            allocatable: config
+                .allocatable
+                .clone()
+                .unwrap_or_else(|| config.capacity.clone()),
+            pressure: Some(NodePressure::default()),
+        }
+    }
+}
+
+/// The Node object the agent registers (without the host's resources: the configured capacity,
+/// no pressure).
 pub fn node_object(
     config: &NodeConfig,
     runtime_version: &str,
     readiness: &Readiness,
     now: Timestamp,
 ) -> Node {
+    let observed = Observation::of_config(config, readiness.clone(), runtime_version.to_owned());
+    observed_node(config, &observed, now)
+}
+
+fn observed_node(config: &NodeConfig, observed: &Observation, now: Timestamp) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(config.node_name.clone()),
@@ -166,27 +262,29 @@ pub fn node_object(
             ..ObjectMeta::default()
         },
         spec: None,
-        status: Some(node_status(config, runtime_version, &[], readiness, now)),
+        status: Some(node_status(config, observed, &[], now)),
     }
 }
 
 fn node_status(
     config: &NodeConfig,
-    runtime_version: &str,
+    observed: &Observation,
     previous: &[NodeCondition],
-    readiness: &Readiness,
     now: Timestamp,
 ) -> NodeStatus {
+    let pressure = observed
+        .pressure
+        .unwrap_or_else(|| reported_pressure(previous));
     NodeStatus {
-        capacity: Some(config.capacity.clone()),
-        allocatable: Some(
-            config
-                .allocatable
-                .clone()
-                .unwrap_or_else(|| config.capacity.clone()),
-        ),
+        capacity: Some(observed.capacity.clone()),
+        allocatable: Some(observed.allocatable.clone()),
         addresses: (!config.addresses.is_empty()).then(|| config.addresses.clone()),
-        conditions: Some(node_conditions(previous, readiness, now)),
+        conditions: Some(node_conditions(
+            previous,
+            &observed.readiness,
+            &pressure,
+            now,
+        )),
         node_info: Some(NodeSystemInfo {
             architecture: config
                 .labels()
@@ -194,7 +292,7 @@ fn node_status(
                 .cloned()
                 .unwrap_or_default(),
             operating_system: std::env::consts::OS.to_owned(),
-            container_runtime_version: runtime_version.to_owned(),
+            container_runtime_version: observed.runtime_version.clone(),
             kubelet_version: config.agent_version.clone(),
             kube_proxy_version: String::new(),
             ..NodeSystemInfo::default()
@@ -210,6 +308,8 @@ pub struct Heartbeat {
     config: NodeConfig,
     runtime: Arc<dyn ContainerRuntime>,
     clock: Arc<dyn Clock>,
+    resources: Option<Arc<dyn NodeResources>>,
+    pressure: Mutex<PressureHistory>,
 }
 
 impl Heartbeat {
@@ -224,7 +324,15 @@ impl Heartbeat {
             config,
             runtime,
             clock: Arc::new(SystemClock),
+            resources: None,
+            pressure: Mutex::new(PressureHistory::default()),
         }
+    }
+
+    /// The same with the node's capacity and pressure read from `resources` (the host's).
+    pub fn with_resources(mut self, resources: Arc<dyn NodeResources>) -> Heartbeat {
+        self.resources = Some(resources);
+        self
     }
 
     /// The same with timestamps from `clock`.
@@ -248,6 +356,52 @@ impl Heartbeat {
         }
     }
 
+    /// Observes the node now: the runtime's readiness and, with the host's resources, the
+    /// capacity, allocatable resources and pressure (through kubelet's transition period).
+    async fn observe(&self) -> Observation {
+        let (readiness, runtime_version) = self.readiness().await;
+        let Some(resources) = &self.resources else {
+            return Observation::of_config(&self.config, readiness, runtime_version);
+        };
+        let mut capacity = resources.capacity();
+        capacity.extend(self.config.capacity.clone());
+        let allocatable = self.config.allocatable.clone().unwrap_or_else(|| {
+            host::allocatable(
+                &capacity,
+                &self.config.reserved,
+                &self.config.eviction_thresholds,
+            )
+        });
+        let pressure = match resources.stats() {
+            Ok(stats) => {
+                let crossed = self.config.eviction_thresholds.pressure(&stats);
+                let mut history = self
+                    .pressure
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                Some(history.observe(
+                    crossed,
+                    self.clock.now(),
+                    self.config.pressure_transition_period,
+                ))
+            }
+            Err(error) => {
+                eprintln!(
+                    "node {}: reading the host's resources: {error}",
+                    self.config.node_name
+                );
+                None
+            }
+        };
+        Observation {
+            readiness,
+            runtime_version,
+            capacity,
+            allocatable,
+            pressure,
+        }
+    }
+
     /// Registers the node: creates it, or (an agent restarting) brings the existing one's
     /// labels and status up to date.
     ///
@@ -256,9 +410,9 @@ impl Heartbeat {
     /// What the Api answers, other than that the node exists.
     pub async fn register(&self) -> Result<Node, StatusError> {
         let nodes = Api::<Node>::all(self.client.clone());
-        let (readiness, version) = self.readiness().await;
+        let observed = self.observe().await;
         let now = self.clock.now();
-        let node = node_object(&self.config, &version, &readiness, now);
+        let node = observed_node(&self.config, &observed, now);
         match nodes.create(&PostParams::default(), &node).await {
             Ok(created) => Ok(created),
             Err(error) if error.is_already_exists() => {
@@ -270,7 +424,7 @@ impl Heartbeat {
                         &labels,
                     )
                     .await?;
-                self.post_status().await
+                self.post_observed(&observed).await
             }
             Err(error) => Err(error),
         }
@@ -282,6 +436,12 @@ impl Heartbeat {
     ///
     /// What the Api answers.
     pub async fn post_status(&self) -> Result<Node, StatusError> {
+        let observed = self.observe().await;
+        self.post_observed(&observed).await
+    }
+
+    /// Posts the status made of `observed`.
+    async fn post_observed(&self, observed: &Observation) -> Result<Node, StatusError> {
         let nodes = Api::<Node>::all(self.client.clone());
         let current = nodes.get(&self.config.node_name).await?;
         let previous = current
@@ -289,14 +449,7 @@ impl Heartbeat {
             .as_ref()
             .and_then(|s| s.conditions.clone())
             .unwrap_or_default();
-        let (readiness, version) = self.readiness().await;
-        let status = node_status(
-            &self.config,
-            &version,
-            &previous,
-            &readiness,
-            self.clock.now(),
-        );
+        let status = node_status(&self.config, observed, &previous, self.clock.now());
         let patch = json!({"status": status});
         nodes
             .patch_status(
@@ -351,7 +504,8 @@ impl Heartbeat {
     }
 
     /// Registers the node, then renews the Lease every renew interval and posts the status when
-    /// the readiness changes or the report interval has passed, until `shutdown` resolves.
+    /// the readiness, a pressure condition, the capacity or the allocatable resources change or
+    /// the report interval has passed, until `shutdown` resolves.
     /// Failed calls are retried at the next tick (printed to stderr).
     ///
     /// # Errors
@@ -361,7 +515,7 @@ impl Heartbeat {
         self.register().await?;
         tokio::pin!(shutdown);
         let mut last_report = tokio::time::Instant::now();
-        let mut last_readiness = self.readiness().await.0;
+        let mut last = self.observe().await;
         loop {
             tokio::select! {
                 biased;
@@ -374,14 +528,14 @@ impl Heartbeat {
                     self.config.node_name
                 );
             }
-            let readiness = self.readiness().await.0;
-            if readiness != last_readiness
-                || last_report.elapsed() >= self.config.status_report_interval
-            {
-                match self.post_status().await {
+            let mut observed = self.observe().await;
+            // Unreadable figures change nothing (the conditions stay as reported).
+            observed.pressure = observed.pressure.or(last.pressure);
+            if observed != last || last_report.elapsed() >= self.config.status_report_interval {
+                match self.post_observed(&observed).await {
                     Ok(_) => {
                         last_report = tokio::time::Instant::now();
-                        last_readiness = readiness;
+                        last = observed;
                     }
                     Err(error) => {
                         eprintln!(

@@ -10,17 +10,21 @@
 //!   and the runtime config made from its spec;
 //! - [`heartbeat`]: registering the node, renewing its Lease, posting its conditions;
 //! - [`pod_worker`]: running one pod through the runtime — sandbox, init containers in order,
-//!   containers, restarts after the back-off, termination with the grace period.
+//!   containers, restarts after the back-off, termination with the grace period;
+//! - [`probe`]: liveness, readiness and startup probes (`exec`, `tcpSocket`, `httpGet`) with
+//!   kubelet's thresholds, the startup gate and the kill after a liveness failure.
 //!
 //! - [`agent`]: [`NodeAgent`](agent::NodeAgent), the loop over all of it: heartbeats, the pods
 //!   bound to the node watched and synced, statuses written, deleted pods stopped with their grace
 //!   period and removed, what a previous agent left running adopted.
 //!
-//! Still to come: probes (liveness, readiness, startup), resource limits, and images.
+//! Still to come: resource limits, and images.
 
 pub mod agent;
 pub mod backoff;
 pub mod environment;
 pub mod heartbeat;
+pub mod host;
 pub mod pod_status;
 pub mod pod_worker;
+pub mod probe;

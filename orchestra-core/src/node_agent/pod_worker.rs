@@ -6,8 +6,17 @@
 //! [`pod_status`](super::pod_status::pod_status). The agent calls it whenever the pod or one of
 //! its containers changes, and periodically. [`PodWorker::terminate`] stops the containers with
 //! the grace period and removes the sandbox.
+//!
+//! The worker also runs each container's probes ([`probe`](super::probe)): after stepping a
+//! running container, `sync` steps its [`ContainerProbes`] — which collects the runs that
+//! finished, starts the ones that are due, and kills the container when its liveness or startup
+//! probe fails — and reports the container `started` and `ready` as they say (both true for a
+//! running container without probes). A container a probe killed is then restarted by the next
+//! sync, through the back-off, under any restart policy but `Never`. What the probes did
+//! (`Unhealthy`, `Killing`) waits in [`PodWorker::take_probe_events`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +27,7 @@ use tokio::time::Instant;
 use super::backoff::{BackOffConfig, CrashLoopBackOff};
 use super::environment::{ConfigSource, PodContext, container_config, container_env};
 use super::pod_status::{ObservedContainer, ObservedPod};
+use super::probe::{ContainerProbes, ProbeEvent, ProbeTarget, RunningContainer};
 use crate::clock::Clock;
 use crate::container_runtime::{
     ContainerFilter, ContainerRuntime, ContainerState, ContainerStatus, PodSandboxConfig,
@@ -27,6 +37,9 @@ use crate::pod_network::{PodNetwork, PodNetworkRequest};
 
 /// The sandbox label holding the pod's uid (by which a restarted agent finds its pods).
 pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+
+/// The most probe events kept for [`PodWorker::take_probe_events`] (the oldest go first).
+pub const MAX_PROBE_EVENTS: usize = 256;
 
 /// What the worker remembers of a pod between syncs.
 #[derive(Clone, Debug)]
@@ -45,6 +58,9 @@ pub struct PodWorker {
     pods: BTreeMap<String, PodState>,
     host_ip: Option<String>,
     network: Option<Arc<dyn PodNetwork>>,
+    /// The probes of each container that has any, by `<pod uid>/<container name>`.
+    probes: BTreeMap<String, ContainerProbes>,
+    probe_events: VecDeque<ProbeEvent>,
 }
 
 /// The instances of one container in the sandbox, newest first.
@@ -82,6 +98,8 @@ impl PodWorker {
             pods: BTreeMap::new(),
             host_ip: None,
             network: None,
+            probes: BTreeMap::new(),
+            probe_events: VecDeque::new(),
         }
     }
 
@@ -260,7 +278,7 @@ impl PodWorker {
             }
             observed
                 .init_containers
-                .push(self.observe(container, &current, waiting));
+                .push(self.observe(container, &current, waiting, (true, true)));
         }
         for container in &spec.containers {
             let mut current = instances.remove(&container.name).unwrap_or_default();
@@ -278,11 +296,82 @@ impl PodWorker {
             } else {
                 Some(("PodInitializing".to_owned(), String::new()))
             };
+            let probed = if waiting.is_none() {
+                self.probe(
+                    pod,
+                    container,
+                    &current,
+                    sandbox.ips.first().copied(),
+                    &policy,
+                )
+            } else {
+                (false, false)
+            };
             observed
                 .containers
-                .push(self.observe(container, &current, waiting));
+                .push(self.observe(container, &current, waiting, probed));
         }
         Ok(observed)
+    }
+
+    /// Steps the probes of `container` when its latest instance runs; whether it is ready and
+    /// started (both true for a container without probes).
+    fn probe(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+        current: &Instances,
+        pod_ip: Option<IpAddr>,
+        policy: &str,
+    ) -> (bool, bool) {
+        if !ContainerProbes::any(container) {
+            return (true, true);
+        }
+        let Some(latest) = current
+            .first()
+            .filter(|c| c.state == ContainerState::Running)
+        else {
+            return (false, false);
+        };
+        let running_for = latest
+            .started_at
+            .and_then(|started| Duration::try_from(self.clock.now().duration_since(started)).ok())
+            .unwrap_or(Duration::ZERO);
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.termination_grace_period_seconds)
+            .unwrap_or(30);
+        let running = RunningContainer {
+            target: ProbeTarget {
+                container_id: latest.id.clone(),
+                pod_ip,
+                ports: container.ports.clone().unwrap_or_default(),
+            },
+            running_for,
+            termination_grace: Duration::from_secs(u64::try_from(grace).unwrap_or(0)),
+            restarts: policy != "Never",
+        };
+        let key = format!("{}/{}", pod_uid(pod), container.name);
+        let probes = self
+            .probes
+            .entry(key)
+            .or_insert_with(|| ContainerProbes::new(container));
+        let events = probes.step(&self.runtime, &running);
+        let verdict = (probes.ready(), probes.started());
+        for event in events {
+            if self.probe_events.len() >= MAX_PROBE_EVENTS {
+                self.probe_events.pop_front();
+            }
+            self.probe_events.push_back(event);
+        }
+        verdict
+    }
+
+    /// What the probes did since the last call (oldest first; at most [`MAX_PROBE_EVENTS`]):
+    /// failed runs (`Unhealthy`) and kills (`Killing`), for the agent to report.
+    pub fn take_probe_events(&mut self) -> Vec<ProbeEvent> {
+        self.probe_events.drain(..).collect()
     }
 
     /// The sandbox's containers by name, newest instance first.
@@ -338,7 +427,10 @@ impl PodWorker {
                     };
                 }
                 ContainerState::Exited => {
-                    if !restarts(policy, latest.exit_code) {
+                    // A container a probe killed restarts whatever its exit code, as kubelet's.
+                    let killed = policy != "Never"
+                        && self.probes.get(&key).is_some_and(|p| p.killed(&latest.id));
+                    if !killed && !restarts(policy, latest.exit_code) {
                         return None;
                     }
                     let ended = self.ended_at(latest.finished_at);
@@ -415,14 +507,14 @@ impl PodWorker {
         container: &Container,
         current: &Instances,
         waiting: Option<(String, String)>,
+        (ready, started): (bool, bool),
     ) -> ObservedContainer {
         ObservedContainer {
             name: container.name.clone(),
             current: current.first().cloned(),
             previous: current.get(1).cloned(),
-            // Probes come next: until then a running container is ready and started.
-            ready: true,
-            started: true,
+            ready,
+            started,
             waiting,
         }
     }
@@ -457,7 +549,8 @@ impl PodWorker {
         })
     }
 
-    /// Forgets the pod (after its termination): its state and its containers' back-off.
+    /// Forgets the pod (after its termination): its state, its containers' back-off and probes
+    /// (the probe runs in flight are aborted).
     pub fn forget(&mut self, pod: &Pod) {
         let uid = pod_uid(pod);
         for container in pod.spec.iter().flat_map(|spec| {
@@ -465,14 +558,18 @@ impl PodWorker {
                 .iter()
                 .chain(spec.init_containers.iter().flatten())
         }) {
-            self.backoff.forget(&format!("{uid}/{}", container.name));
+            let key = format!("{uid}/{}", container.name);
+            self.backoff.forget(&key);
+            self.probes.remove(&key);
         }
-        self.pods.remove(&uid);
+        self.forget_uid(&uid);
     }
 
-    /// Forgets the pod with uid `uid`, whose spec is no longer known.
+    /// Forgets the pod with uid `uid`, whose spec is no longer known (its probes too).
     pub fn forget_uid(&mut self, uid: &str) {
         self.pods.remove(uid);
+        let prefix = format!("{uid}/");
+        self.probes.retain(|key, _| !key.starts_with(&prefix));
     }
 }
 
@@ -550,7 +647,7 @@ mod tests {
     use crate::clock::TokioClock;
     use crate::container_runtime::fake::{FakeRuntime, Operation};
     use crate::node_agent::environment::ConfigMaps;
-    use crate::node_agent::pod_status::phase;
+    use crate::node_agent::pod_status::{phase, pod_status};
     use serde_json::json;
 
     fn pod(spec: serde_json::Value) -> Pod {
@@ -762,5 +859,229 @@ mod tests {
         let observed = worker.sync(&p, &ConfigMaps::default()).await.unwrap();
         assert!(observed.sandbox_ready);
         assert_eq!(runtime.calls_of(Operation::RunPodSandbox).len(), 3);
+    }
+
+    /// Answers each exec by its command's first word: the exit code set for it (0 if none).
+    fn exit_codes(runtime: &FakeRuntime) -> Arc<std::sync::Mutex<BTreeMap<String, i32>>> {
+        let codes: Arc<std::sync::Mutex<BTreeMap<String, i32>>> = Arc::default();
+        let answers = codes.clone();
+        runtime.set_exec(move |_, command| {
+            let exit_code = answers
+                .lock()
+                .unwrap()
+                .get(&command[0])
+                .copied()
+                .unwrap_or(0);
+            Ok(crate::container_runtime::ExecResult {
+                exit_code,
+                ..Default::default()
+            })
+        });
+        codes
+    }
+
+    fn exec_probe(command: &str, failure_threshold: i32) -> serde_json::Value {
+        json!({"exec": {"command": [command]}, "periodSeconds": 1,
+            "failureThreshold": failure_threshold})
+    }
+
+    fn attempt(observed: &ObservedPod) -> Option<u32> {
+        observed.containers[0]
+            .current
+            .as_ref()
+            .map(|c| c.metadata.attempt)
+    }
+
+    fn condition(pod: &Pod, observed: &ObservedPod, kind: &str) -> String {
+        let status = pod_status(
+            pod,
+            observed,
+            "fake",
+            None,
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        );
+        status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| c.status)
+            .unwrap_or_default()
+    }
+
+    /// Syncs after a second.
+    async fn sync_after_a_second(worker: &mut PodWorker, pod: &Pod) -> ObservedPod {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        worker.sync(pod, &ConfigMaps::default()).await.unwrap()
+    }
+
+    /// Syncs once a second until `done` holds (at most `limit` times); the last observation.
+    async fn sync_until(
+        worker: &mut PodWorker,
+        pod: &Pod,
+        limit: usize,
+        done: impl Fn(&ObservedPod) -> bool,
+    ) -> ObservedPod {
+        for _ in 0..limit {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let observed = worker.sync(pod, &ConfigMaps::default()).await.unwrap();
+            if done(&observed) {
+                return observed;
+            }
+        }
+        panic!("not done after {limit} syncs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_liveness_failure_kills_the_container_and_it_restarts_through_the_back_off() {
+        let (mut worker, runtime) = worker();
+        let codes = exit_codes(&runtime);
+        let p = pod(json!({"terminationGracePeriodSeconds": 5, "containers": [{
+            "name": "web", "image": "hello:1",
+            "livenessProbe": exec_probe("live", 2),
+            "readinessProbe": exec_probe("ready", 1),
+        }]}));
+        let observed = worker.sync(&p, &ConfigMaps::default()).await.unwrap();
+        let web = &observed.containers[0];
+        assert!(
+            web.started && !web.ready,
+            "not ready before the first readiness run"
+        );
+        assert_eq!(condition(&p, &observed, "Ready"), "False");
+        let observed = sync_until(&mut worker, &p, 3, |o| o.containers[0].ready).await;
+        assert_eq!(condition(&p, &observed, "Ready"), "True");
+
+        codes.lock().unwrap().insert("live".to_owned(), 1);
+        let observed = sync_until(&mut worker, &p, 6, |o| attempt(o) == Some(1)).await;
+        let events: Vec<ProbeEvent> = worker.take_probe_events();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.reason == "Unhealthy")
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>(),
+            ["Liveness probe failed: command \"live\" exited with 1"; 2]
+        );
+        let killing: Vec<&str> = events
+            .iter()
+            .filter(|e| e.reason == "Killing")
+            .map(|e| e.message.as_str())
+            .collect();
+        assert_eq!(
+            killing,
+            ["Container web failed liveness probe, will be restarted"]
+        );
+        // Stopped with the pod's grace period, restarted at once (the first restart), and not
+        // ready again until its readiness probe passes on the new instance.
+        let stops = runtime.calls_of(Operation::StopContainer);
+        assert_eq!(stops.len(), 1);
+        assert_eq!(stops[0].detail, "5s");
+        let web = &observed.containers[0];
+        assert_eq!(
+            web.previous.as_ref().map(|c| (c.state, c.exit_code)),
+            Some((ContainerState::Exited, Some(143)))
+        );
+        assert!(web.waiting.is_none() && !web.ready);
+
+        // Still failing: killed again, and this time held back by the crash-loop back-off.
+        let observed = sync_until(&mut worker, &p, 6, |o| o.containers[0].waiting.is_some()).await;
+        assert_eq!(
+            observed.containers[0]
+                .waiting
+                .as_ref()
+                .map(|w| w.0.as_str()),
+            Some("CrashLoopBackOff")
+        );
+        assert_eq!(condition(&p, &observed, "Ready"), "False");
+        codes.lock().unwrap().insert("live".to_owned(), 0);
+        let observed = sync_until(&mut worker, &p, 12, |o| attempt(o) == Some(2)).await;
+        assert!(observed.containers[0].waiting.is_none());
+        let observed = sync_until(&mut worker, &p, 3, |o| o.containers[0].ready).await;
+        assert_eq!(condition(&p, &observed, "Ready"), "True");
+        assert_eq!(runtime.calls_of(Operation::StopContainer).len(), 2);
+
+        // Forgetting the pod drops its probes.
+        worker.forget(&p);
+        assert!(worker.probes.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_readiness_probe_makes_the_pod_not_ready_without_a_restart() {
+        let (mut worker, runtime) = worker();
+        let codes = exit_codes(&runtime);
+        let p = pod(json!({"containers": [
+            {"name": "web", "image": "hello:1", "readinessProbe": exec_probe("ready", 2)},
+            {"name": "side", "image": "hello:1"},
+        ]}));
+        worker.sync(&p, &ConfigMaps::default()).await.unwrap();
+        let observed = sync_until(&mut worker, &p, 3, |o| o.containers[0].ready).await;
+        assert!(observed.containers[1].ready, "no probe: ready when running");
+        assert_eq!(condition(&p, &observed, "ContainersReady"), "True");
+
+        codes.lock().unwrap().insert("ready".to_owned(), 1);
+        let observed = sync_until(&mut worker, &p, 5, |o| !o.containers[0].ready).await;
+        assert_eq!(condition(&p, &observed, "Ready"), "False");
+        assert_eq!(condition(&p, &observed, "ContainersReady"), "False");
+        assert_eq!(phase("Always", &observed), "Running");
+        assert_eq!(attempt(&observed), Some(0));
+        codes.lock().unwrap().insert("ready".to_owned(), 0);
+        let observed = sync_until(&mut worker, &p, 5, |o| o.containers[0].ready).await;
+        assert_eq!(condition(&p, &observed, "Ready"), "True");
+        assert_eq!(attempt(&observed), Some(0));
+        assert!(runtime.calls_of(Operation::StopContainer).is_empty());
+        worker.forget_uid("u-1");
+        assert!(worker.probes.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_startup_probe_holds_started_and_its_failure_restarts_even_a_clean_exit() {
+        let (mut worker, runtime) = worker();
+        let codes = exit_codes(&runtime);
+        codes.lock().unwrap().insert("start".to_owned(), 1);
+        let p = pod(json!({"restartPolicy": "OnFailure", "containers": [{
+            "name": "web", "image": "hello:1",
+            "startupProbe": exec_probe("start", 3),
+            "livenessProbe": exec_probe("live", 1),
+        }]}));
+        let observed = worker.sync(&p, &ConfigMaps::default()).await.unwrap();
+        assert!(!observed.containers[0].started && !observed.containers[0].ready);
+        for _ in 0..2 {
+            let observed = sync_after_a_second(&mut worker, &p).await;
+            assert!(!observed.containers[0].started);
+        }
+        // The third failure: the kill is on its way, but the process happens to exit 0 first.
+        let observed = sync_after_a_second(&mut worker, &p).await;
+        runtime.exit_container(&container_id(&observed, 0), 0);
+        assert_eq!(
+            worker.take_probe_events().last().map(|e| e.message.clone()),
+            Some("Container web failed startup probe, will be restarted".to_owned())
+        );
+        // Under OnFailure a clean exit is not restarted, but one a probe brought about is.
+        codes.lock().unwrap().insert("start".to_owned(), 0);
+        let observed = sync_after_a_second(&mut worker, &p).await;
+        assert_eq!(attempt(&observed), Some(1));
+        assert_eq!(
+            observed.containers[0]
+                .previous
+                .as_ref()
+                .map(|c| c.exit_code),
+            Some(Some(0))
+        );
+        assert!(
+            !observed.containers[0].started,
+            "the new instance starts over"
+        );
+        let observed = sync_after_a_second(&mut worker, &p).await;
+        assert!(observed.containers[0].started && observed.containers[0].ready);
+        let execs = |command: &str| {
+            runtime
+                .calls_of(Operation::ExecSync)
+                .iter()
+                .filter(|c| c.detail == command)
+                .count()
+        };
+        // Its liveness probe, held until then, has started.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!((execs("start"), execs("live")), (4, 1));
     }
 }

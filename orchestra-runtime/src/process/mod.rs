@@ -12,10 +12,15 @@
 //! restarted or duplicated. See [`supervise`](self) for how a process's exit code outlives the
 //! agent.
 //!
+//! A container with limits (its [`ContainerResources`]) gets a cgroup of its own when the
+//! runtime runs as root on a host with cgroups ([`cgroup`]): its memory, CPU and process limits
+//! hold, and a container the kernel kills for its memory ends `OOMKilled`. Elsewhere it runs
+//! without them, and its status message says so.
+//!
 //! What it does not do yet: run from an image's root filesystem (images are not imported yet:
 //! a container runs its command on the host filesystem, and one with no command is refused),
-//! cgroup limits, and `exec` into anything but the host (an exec runs the command with the
-//! container's environment and working directory).
+//! and `exec` into anything but the host (an exec runs the command with the container's
+//! environment and working directory).
 //!
 //! # Examples
 //!
@@ -61,6 +66,7 @@
 //! # }
 //! ```
 
+pub mod cgroup;
 pub mod logs;
 mod record;
 mod supervise;
@@ -75,13 +81,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use orchestra_core::clock::{Clock, SystemClock};
 use orchestra_core::container_runtime::{
-    ContainerConfig, ContainerFilter, ContainerRuntime, ContainerStatus, ExecResult, LogLines,
-    LogOptions, LogStream, ObjectKind, PodSandboxConfig, PodSandboxFilter, PodSandboxStatus,
-    RuntimeError, RuntimeVersion,
+    ContainerConfig, ContainerFilter, ContainerResources, ContainerRuntime, ContainerStatus,
+    ExecResult, LogLines, LogOptions, LogStream, ObjectKind, PodSandboxConfig, PodSandboxFilter,
+    PodSandboxStatus, RuntimeError, RuntimeVersion,
 };
 use rustix::process::Signal;
 use tokio::sync::watch;
 
+use cgroup::{Cgroup, CgroupSupport};
 use record::{ContainerRecord, Phase, SandboxRecord};
 use supervise::ProcessFiles;
 
@@ -94,6 +101,62 @@ pub const LOG_MAX_FILES: usize = 5;
 /// How often an adopted process (not our child) is checked for having ended.
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
 
+/// How a [`ProcessRuntime`] is set up, besides its state directory.
+///
+/// # Examples
+///
+/// ```
+/// use orchestra_runtime::process::{ProcessRuntime, ProcessRuntimeOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let state = tempfile::tempdir()?;
+/// let options = ProcessRuntimeOptions::default().without_cgroups();
+/// let runtime = ProcessRuntime::open_with_options(state.path(), options).await?;
+/// assert_eq!(runtime.cgroups().unavailable(), Some("turned off"));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProcessRuntimeOptions {
+    clock: Arc<dyn Clock>,
+    cgroup_parent: Option<PathBuf>,
+}
+
+impl Default for ProcessRuntimeOptions {
+    /// The system clock, and containers' cgroups under [`cgroup::DEFAULT_PARENT`].
+    fn default() -> ProcessRuntimeOptions {
+        ProcessRuntimeOptions {
+            clock: Arc::new(SystemClock),
+            cgroup_parent: Some(PathBuf::from(cgroup::DEFAULT_PARENT)),
+        }
+    }
+}
+
+impl ProcessRuntimeOptions {
+    /// Timestamps from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> ProcessRuntimeOptions {
+        self.clock = clock;
+        self
+    }
+
+    /// Containers' cgroups under `parent` (relative to the root of each cgroup hierarchy;
+    /// `orchestra` by default).
+    #[must_use]
+    pub fn with_cgroup_parent(mut self, parent: impl Into<PathBuf>) -> ProcessRuntimeOptions {
+        self.cgroup_parent = Some(parent.into());
+        self
+    }
+
+    /// No cgroups: containers run without their limits.
+    #[must_use]
+    pub fn without_cgroups(mut self) -> ProcessRuntimeOptions {
+        self.cgroup_parent = None;
+        self
+    }
+}
+
 /// The process runtime (see the [module](self)). Clones share the same runtime.
 #[derive(Clone, Debug)]
 pub struct ProcessRuntime {
@@ -104,6 +167,7 @@ pub struct ProcessRuntime {
 struct Inner {
     root: PathBuf,
     clock: Arc<dyn Clock>,
+    cgroups: CgroupSupport,
     state: Mutex<State>,
     next_id: AtomicU64,
 }
@@ -134,7 +198,9 @@ fn invalid(field: &str, reason: impl Into<String>) -> RuntimeError {
 
 impl ProcessRuntime {
     /// The runtime keeping its state in `root` (created if missing), with the system clock.
-    /// Containers a previous runtime left running there are adopted.
+    /// Containers a previous runtime left running there are adopted. Containers with limits get
+    /// cgroups under [`cgroup::DEFAULT_PARENT`] where the runtime can make them (see
+    /// [`ProcessRuntime::cgroups`]).
     ///
     /// # Errors
     ///
@@ -152,6 +218,23 @@ impl ProcessRuntime {
         root: impl Into<PathBuf>,
         clock: Arc<dyn Clock>,
     ) -> Result<ProcessRuntime, RuntimeError> {
+        ProcessRuntime::open_with_options(root, ProcessRuntimeOptions::default().with_clock(clock))
+            .await
+    }
+
+    /// As [`ProcessRuntime::open`], set up as `options` say.
+    ///
+    /// # Errors
+    ///
+    /// As [`ProcessRuntime::open`].
+    pub async fn open_with_options(
+        root: impl Into<PathBuf>,
+        options: ProcessRuntimeOptions,
+    ) -> Result<ProcessRuntime, RuntimeError> {
+        let ProcessRuntimeOptions {
+            clock,
+            cgroup_parent,
+        } = options;
         let root = root.into();
         let unavailable = |error: std::io::Error| {
             RuntimeError::Unavailable(format!("{}: {error}", root.display()))
@@ -170,10 +253,15 @@ impl ProcessRuntime {
                 path.display()
             )));
         }
+        let cgroups = match cgroup_parent {
+            Some(parent) => CgroupSupport::probe(&parent),
+            None => CgroupSupport::Unavailable("turned off".to_owned()),
+        };
         let runtime = ProcessRuntime {
             inner: Arc::new(Inner {
                 root,
                 clock,
+                cgroups,
                 state: Mutex::new(State::default()),
                 next_id: AtomicU64::new(0),
             }),
@@ -201,6 +289,11 @@ impl ProcessRuntime {
             runtime.adopt(&id)?;
         }
         Ok(runtime)
+    }
+
+    /// Whether containers get cgroups (for their limits), and where.
+    pub fn cgroups(&self) -> &CgroupSupport {
+        &self.inner.cgroups
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -324,6 +417,18 @@ impl ProcessRuntime {
             .or_else(|| files.recorded_exit_code())
             .unwrap_or(EXIT_KILLED);
         let now = self.inner.clock.now();
+        let cgroup = self
+            .lock()
+            .containers
+            .get(id)
+            .and_then(|container| container.record.cgroup.clone());
+        let oom_killed = cgroup.as_ref().is_some_and(|cgroup| {
+            let killed = cgroup.oom_kills().is_ok_and(|kills| kills > 0);
+            // Emptied, the cgroup has served; one that something left running in holds until
+            // the container is removed.
+            let _ = cgroup.remove();
+            killed
+        });
         let record = {
             let mut state = self.lock();
             let Some(container) = state.containers.get_mut(id) else {
@@ -338,7 +443,14 @@ impl ProcessRuntime {
             record.finished_at = Some(now);
             record.pid = None;
             record.process_start = None;
-            record.reason = if code == 0 { "Completed" } else { "Error" }.to_owned();
+            record.reason = if oom_killed {
+                "OOMKilled"
+            } else if code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            }
+            .to_owned();
             record.clone()
         };
         if let Err(error) = self.save_container(&record) {
@@ -377,6 +489,22 @@ impl ProcessRuntime {
                 let _ = supervise::signal_group(pid, Signal::KILL);
             }
             self.wait_ended(&id, Duration::from_secs(10)).await;
+        }
+    }
+}
+
+/// Removes a container's cgroup, killing what is left in it (a process that left the
+/// container's process group), waiting a little for the kernel to let go of it.
+async fn remove_cgroup(cgroup: &Cgroup) -> Result<(), RuntimeError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let _ = cgroup.kill_all();
+        match cgroup.remove() {
+            Ok(()) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return Err(internal("removing the container's cgroup", error));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }
@@ -506,7 +634,7 @@ impl ContainerRuntime for ProcessRuntime {
             ));
         }
         let id = self.new_id();
-        let record = {
+        let mut record = {
             let state = self.lock();
             let sandbox = state
                 .sandboxes
@@ -562,11 +690,30 @@ impl ContainerRuntime for ProcessRuntime {
                 process_start: None,
                 reason: String::new(),
                 message: String::new(),
+                cgroup: None,
             }
         };
         std::fs::create_dir_all(self.inner.root.join("containers").join(&id))
             .map_err(|error| internal("creating the container's directory", error))?;
-        self.save_container(&record)?;
+        if config.resources != ContainerResources::default() {
+            match &self.inner.cgroups {
+                CgroupSupport::Available { hierarchy, parent } => {
+                    let cgroup = hierarchy
+                        .create(&parent.join(&id), &config.resources)
+                        .map_err(|error| internal("making the container's cgroup", error))?;
+                    record.cgroup = Some(cgroup);
+                }
+                CgroupSupport::Unavailable(why) => {
+                    record.message = format!("resource limits not applied: {why}");
+                }
+            }
+        }
+        if let Err(error) = self.save_container(&record) {
+            if let Some(cgroup) = &record.cgroup {
+                let _ = cgroup.remove();
+            }
+            return Err(error);
+        }
         self.lock().containers.insert(
             id.clone(),
             Container {
@@ -620,9 +767,23 @@ impl ContainerRuntime for ProcessRuntime {
             &record.env,
             record.working_dir.as_deref(),
             &files,
+            record.cgroup.is_some(),
         )
         .map_err(|error| internal(&format!("starting {:?}", record.argv), error))?;
         let pid = child.id();
+        if let Some(cgroup) = &record.cgroup {
+            // The shim waits at its gate: into the cgroup before it runs the command.
+            let placed = match pid {
+                Some(pid) => cgroup.add_process(pid).map_err(|error| error.to_string()),
+                None => Err("the process ended at once".to_owned()),
+            };
+            if let Err(error) = placed {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(internal("placing the container in its cgroup", error));
+            }
+        }
+        supervise::open_gate(&mut child);
         let (ended_tx, ended_rx) = watch::channel(false);
         let started = {
             let mut state = self.lock();
@@ -684,6 +845,14 @@ impl ContainerRuntime for ProcessRuntime {
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         self.kill_where(|record| record.id == id).await;
+        let cgroup = self
+            .lock()
+            .containers
+            .get(id)
+            .and_then(|container| container.record.cgroup.clone());
+        if let Some(cgroup) = cgroup {
+            remove_cgroup(&cgroup).await?;
+        }
         if self.lock().containers.remove(id).is_some() {
             let _ = std::fs::remove_file(self.container_path(id));
             let _ = std::fs::remove_dir_all(self.inner.root.join("containers").join(id));

@@ -15,6 +15,8 @@ use orchestra_core::container_runtime::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::cgroup::Cgroup;
+
 /// A sandbox as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct SandboxRecord {
@@ -90,6 +92,9 @@ pub(crate) struct ContainerRecord {
     pub(crate) process_start: Option<u64>,
     pub(crate) reason: String,
     pub(crate) message: String,
+    /// Its cgroup, when it has limits and the runtime could give it one.
+    #[serde(default)]
+    pub(crate) cgroup: Option<Cgroup>,
 }
 
 impl ContainerRecord {

@@ -6,6 +6,10 @@
 //! with a no-op handler (handlers, unlike ignored signals, are not inherited across `exec`), so
 //! the signal sent to the group ends the command while the shim lives on to record its code.
 //!
+//! A container with a cgroup is started *gated*: the shim first waits for its stdin to close, so
+//! that the runtime can move it into the cgroup before the command runs — the command, and all it
+//! starts, are then in the cgroup from their first instruction.
+//!
 //! The command's output goes to two FIFOs (stdout, stderr) that the container holds open for
 //! reading as well as writing: its writes never fail for want of a reader while the agent is
 //! away, and the agent (re)opens them to copy the output into the log file.
@@ -21,6 +25,9 @@ use rustix::process::{Pid, Signal};
 /// The shim: `$0` is the exit file, the rest the command. It exits with the command's code.
 const SHIM: &str =
     "trap : TERM INT; \"$@\"; code=$?; echo $code > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; exit $code";
+
+/// What a gated shim runs first: it waits for its stdin to close, then reads from `/dev/null`.
+const GATE: &str = "read -r _ || :; exec </dev/null; ";
 
 /// The `PATH` a container gets when its environment sets none (Docker's default).
 pub(crate) const DEFAULT_PATH: &str =
@@ -64,12 +71,14 @@ fn make_fifo(path: &Path) -> io::Result<()> {
 }
 
 /// Starts `argv` under the shim in its own process group, with exactly `env` (plus a default
-/// `PATH`) and `working_dir`, its output to the FIFOs of `files` (created here).
+/// `PATH`) and `working_dir`, its output to the FIFOs of `files` (created here). A `gated` shim
+/// waits for [`open_gate`] before it runs the command.
 pub(crate) fn spawn(
     argv: &[String],
     env: &[(String, String)],
     working_dir: Option<&Path>,
     files: &ProcessFiles,
+    gated: bool,
 ) -> io::Result<tokio::process::Child> {
     make_fifo(&files.stdout)?;
     make_fifo(&files.stderr)?;
@@ -78,11 +87,15 @@ pub(crate) fn spawn(
     let mut command = tokio::process::Command::new("/bin/sh");
     command
         .arg("-c")
-        .arg(SHIM)
+        .arg(if gated {
+            format!("{GATE}{SHIM}")
+        } else {
+            SHIM.to_owned()
+        })
         .arg(&files.exit_code)
         .args(argv)
         .env_clear()
-        .stdin(Stdio::null())
+        .stdin(if gated { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::from(open(&files.stdout)?))
         .stderr(Stdio::from(open(&files.stderr)?))
         .process_group(0)
@@ -95,6 +108,11 @@ pub(crate) fn spawn(
         command.current_dir(directory);
     }
     command.spawn()
+}
+
+/// Lets a gated shim run its command (closes its stdin).
+pub(crate) fn open_gate(child: &mut tokio::process::Child) {
+    drop(child.stdin.take());
 }
 
 /// Sends `signal` to the process group led by `pid`. A group that is gone is not an error.
