@@ -192,11 +192,14 @@ async fn exit(Query(query): Query<ExitQuery>) -> String {
     format!("exiting with {code}\n")
 }
 
-/// Resolves when the process should stop serving: on SIGTERM (unless ignored) or Ctrl-C.
-async fn shutdown_signal(ignore_sigterm: bool) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+/// Resolves when the process should stop serving: on SIGTERM (unless ignored) or Ctrl-C. The
+/// handlers are installed by the caller before it says it listens, so that a SIGTERM sent as
+/// soon as it does is handled, never the default death by signal.
+async fn shutdown_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut interrupt: tokio::signal::unix::Signal,
+    ignore_sigterm: bool,
+) {
     loop {
         tokio::select! {
             _ = term.recv() => {
@@ -205,14 +208,17 @@ async fn shutdown_signal(ignore_sigterm: bool) -> Result<()> {
                     continue;
                 }
                 eprintln!("SIGTERM: shutting down");
-                return Ok(());
+                return;
             }
-            _ = interrupt.recv() => return Ok(()),
+            _ = interrupt.recv() => return,
         }
     }
 }
 
 async fn serve(args: Args) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let address = args.listen_address()?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -226,12 +232,7 @@ async fn serve(args: Args) -> Result<()> {
     let hello = Arc::new(Hello::new(&args));
     let ignore_sigterm = args.ignore_sigterm;
     axum::serve(listener, router(hello))
-        .with_graceful_shutdown(async move {
-            if let Err(error) = shutdown_signal(ignore_sigterm).await {
-                eprintln!("{error:#}");
-                std::future::pending::<()>().await;
-            }
-        })
+        .with_graceful_shutdown(shutdown_signal(term, interrupt, ignore_sigterm))
         .await?;
     tokio::time::sleep(Duration::from_secs_f64(args.term_delay.max(0.0))).await;
     Ok(())

@@ -1,6 +1,13 @@
 //! [`NodeAgent`]: the loop that ties the node agent together — heartbeats, the pods bound to the
-//! node (watched), each synced through the [`PodWorker`] and its status written back, deleted
-//! pods stopped with their grace period and then removed.
+//! node (watched), each synced through its own [`PodWorker`] and its status written back,
+//! deleted pods stopped with their grace period and then removed.
+//!
+//! As kubelet's pod workers, every pod has a worker of its own and is synced in its own task,
+//! so that starting a hundred pods, or one slow runtime call, holds up no other pod. A pod is
+//! synced when its object changes (but not for the agent's own status writes), every
+//! [`resync`](NodeAgentConfig::resync) period (which notices containers that ended and runs
+//! due probes), and never twice at once; at most
+//! [`parallel_syncs`](NodeAgentConfig::parallel_syncs) syncs run together.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -10,20 +17,26 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Preconditions;
+use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
 use super::backoff::BackOffConfig;
 use super::environment::ConfigMaps;
 use super::heartbeat::{Heartbeat, NodeConfig};
+use super::host::NodeResources;
 use super::pod_status::pod_status;
 use super::pod_worker::PodWorker;
 use crate::api::{Api, Client, DeleteParams, PostParams};
 use crate::clock::{Clock, SystemClock};
 use crate::container_runtime::ContainerRuntime;
 use crate::pod_network::PodNetwork;
+use crate::runtime::events::EventRecorder;
 use crate::runtime::reflector;
 use crate::runtime::watcher::{WatcherConfig, watcher};
 use crate::status::StatusError;
+
+/// The component named by the events the agent records (kubelet's).
+pub const COMPONENT: &str = "kubelet";
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -35,6 +48,8 @@ pub struct NodeAgentConfig {
     /// How often every pod is synced even when nothing was announced (kubelet's PLEG relists
     /// every second to notice containers that ended).
     pub resync: Duration,
+    /// How many pods are synced at once, at most.
+    pub parallel_syncs: usize,
 }
 
 impl NodeAgentConfig {
@@ -44,6 +59,7 @@ impl NodeAgentConfig {
             node,
             backoff: BackOffConfig::default(),
             resync: Duration::from_secs(1),
+            parallel_syncs: 32,
         }
     }
 }
@@ -56,6 +72,7 @@ pub struct NodeAgent {
     runtime: Arc<dyn ContainerRuntime>,
     network: Option<Arc<dyn PodNetwork>>,
     clock: Arc<dyn Clock>,
+    resources: Option<Arc<dyn NodeResources>>,
 }
 
 /// The grace period of a pod being deleted: the deletion's, else the spec's, else 30 s.
@@ -72,34 +89,34 @@ fn grace_of(pod: &Pod) -> Duration {
     Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }
 
-impl NodeAgent {
-    /// An agent for `config.node`, running pods through `runtime`.
-    pub fn new(
-        client: Client,
-        config: NodeAgentConfig,
-        runtime: Arc<dyn ContainerRuntime>,
-    ) -> NodeAgent {
-        NodeAgent {
-            client,
-            config,
-            runtime,
-            network: None,
-            clock: Arc::new(SystemClock),
-        }
-    }
+/// What syncing a pod needs, shared by the pods' sync tasks.
+#[derive(Clone, Debug)]
+struct Syncer {
+    client: Client,
+    clock: Arc<dyn Clock>,
+    runtime_name: Arc<str>,
+    events: EventRecorder,
+}
 
-    /// Gives pods their addresses from `network`.
-    pub fn with_network(mut self, network: Arc<dyn PodNetwork>) -> NodeAgent {
-        self.network = Some(network);
-        self
-    }
+/// One pod's worker, and what the agent knows of its syncs.
+#[derive(Debug)]
+struct PodSlot {
+    worker: Arc<Mutex<PodWorker>>,
+    /// The resource version the last sync saw or wrote (a change after it calls for a sync).
+    synced_version: Option<String>,
+    /// A sync is running.
+    syncing: bool,
+    /// Synced again when the one running ends, or at once (a resync is due).
+    dirty: bool,
+}
 
-    /// Timestamps from `clock`.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> NodeAgent {
-        self.clock = clock;
-        self
-    }
+/// What a pod's sync task reports.
+struct Synced {
+    uid: String,
+    version: Option<String>,
+}
 
+impl Syncer {
     /// The ConfigMaps and Secrets `pod` refers to, read from the Api (missing ones are left out:
     /// the container then waits with the error).
     async fn config_source(&self, pod: &Pod) -> ConfigMaps {
@@ -132,6 +149,9 @@ impl NodeAgent {
             }
         }
         let mut source = ConfigMaps::default();
+        if maps.is_empty() && secrets.is_empty() {
+            return source;
+        }
         let config_maps = Api::<ConfigMap>::namespaced(self.client.clone(), &namespace);
         for name in maps {
             if let Ok(map) = config_maps.get(&name).await {
@@ -155,46 +175,86 @@ impl NodeAgent {
         source
     }
 
-    /// Syncs one running pod and writes its status if it changed.
-    async fn sync_pod(&self, worker: &mut PodWorker, pod: &Pod) {
+    /// Syncs one running pod and writes its status if it changed; the resource version it
+    /// leaves the pod at.
+    async fn sync_pod(&self, worker: &mut PodWorker, pod: &Pod) -> Option<String> {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let source = self.config_source(pod).await;
         let synced = worker.sync(pod, &source).await;
-        // Kills by a probe are told; failed runs show in the container's readiness and restarts.
         for event in worker.take_probe_events() {
-            if event.reason == "Killing" {
-                eprintln!("node agent: pod {namespace}/{name}: {}", event.message);
-            }
+            self.events
+                .event(pod, event.event_type, &event.reason, &event.message);
         }
         let observed = match synced {
             Ok(observed) => observed,
             Err(error) => {
                 eprintln!("node agent: syncing pod {namespace}/{name}: {error}");
-                return;
+                return pod.metadata.resource_version.clone();
             }
         };
         let status = pod_status(
             pod,
             &observed,
-            "process",
+            &self.runtime_name,
             pod.status.as_ref(),
             self.clock.now(),
         );
         if pod.status.as_ref() == Some(&status) {
-            return;
+            return pod.metadata.resource_version.clone();
         }
         let mut updated = pod.clone();
         updated.status = Some(status);
         let pods = Api::<Pod>::namespaced(self.client.clone(), &namespace);
-        if let Err(error) = pods
+        match pods
             .replace_status(&name, &PostParams::default(), &updated)
             .await
-            && !error.is_conflict()
-            && !error.is_not_found()
         {
-            eprintln!("node agent: writing the status of {namespace}/{name}: {error}");
+            Ok(written) => written.metadata.resource_version,
+            Err(error) => {
+                if !error.is_conflict() && !error.is_not_found() {
+                    eprintln!("node agent: writing the status of {namespace}/{name}: {error}");
+                }
+                pod.metadata.resource_version.clone()
+            }
         }
+    }
+}
+
+impl NodeAgent {
+    /// An agent for `config.node`, running pods through `runtime`.
+    pub fn new(
+        client: Client,
+        config: NodeAgentConfig,
+        runtime: Arc<dyn ContainerRuntime>,
+    ) -> NodeAgent {
+        NodeAgent {
+            client,
+            config,
+            runtime,
+            network: None,
+            clock: Arc::new(SystemClock),
+            resources: None,
+        }
+    }
+
+    /// Gives pods their addresses from `network`.
+    pub fn with_network(mut self, network: Arc<dyn PodNetwork>) -> NodeAgent {
+        self.network = Some(network);
+        self
+    }
+
+    /// Timestamps from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> NodeAgent {
+        self.clock = clock;
+        self
+    }
+
+    /// Reports the node's capacity, allocatable and pressure conditions from `resources` (the
+    /// host's, with [`NodeConfig::capacity`] on top) instead of the configured capacity alone.
+    pub fn with_resources(mut self, resources: Arc<dyn NodeResources>) -> NodeAgent {
+        self.resources = Some(resources);
+        self
     }
 
     /// Runs the agent until `shutdown` resolves: registers the node and heartbeats, takes on
@@ -205,27 +265,32 @@ impl NodeAgent {
     /// When the node cannot be registered.
     pub async fn run<S: Future<Output = ()>>(self, shutdown: S) -> Result<(), StatusError> {
         let node_name = self.config.node.node_name.clone();
-        let heartbeat = Heartbeat::new(
+        let mut heartbeat = Heartbeat::new(
             self.client.clone(),
             self.config.node.clone(),
             self.runtime.clone(),
         )
         .with_clock(self.clock.clone());
+        if let Some(resources) = &self.resources {
+            heartbeat = heartbeat.with_resources(resources.clone());
+        }
         heartbeat.register().await?;
         let (stop_heartbeat, heartbeat_stopped) = tokio::sync::oneshot::channel::<()>();
         let heartbeat_task = tokio::spawn(heartbeat.run(async {
             let _ = heartbeat_stopped.await;
         }));
 
-        let mut worker = PodWorker::with_backoff(
+        // The template every pod's worker is split off from; it holds what a previous agent
+        // left running until each pod's worker takes its part.
+        let mut template = PodWorker::with_backoff(
             self.runtime.clone(),
             self.clock.clone(),
             self.config.backoff,
         );
         if let Some(network) = &self.network {
-            worker = worker.with_network(network.clone());
+            template = template.with_network(network.clone());
         }
-        worker.set_host_ip(
+        template.set_host_ip(
             self.config
                 .node
                 .addresses
@@ -233,15 +298,29 @@ impl NodeAgent {
                 .find(|address| address.type_ == "InternalIP")
                 .map(|address| address.address.clone()),
         );
-        if let Err(error) = worker.adopt().await {
+        if let Err(error) = template.adopt().await {
             eprintln!("node agent: listing the sandboxes left running: {error}");
         }
+        let runtime_name: Arc<str> = match self.runtime.version().await {
+            Ok(version) => version.runtime_name.into(),
+            Err(_) => "unknown".into(),
+        };
+        let events = EventRecorder::new(self.client.clone(), COMPONENT);
+        let syncer = Syncer {
+            client: self.client.clone(),
+            clock: self.clock.clone(),
+            runtime_name,
+            events,
+        };
+        let permits = Arc::new(Semaphore::new(self.config.parallel_syncs.max(1)));
 
         let (reader, mut writer) = reflector::store::<Pod>();
-        let mut events = Box::pin(watcher(
+        let mut watch = Box::pin(watcher(
             Api::<Pod>::all(self.client.clone()),
             WatcherConfig::default().fields(&format!("spec.nodeName={node_name}")),
         ));
+        let mut slots: BTreeMap<String, PodSlot> = BTreeMap::new();
+        let mut syncs: JoinSet<Synced> = JoinSet::new();
         let mut terminations: JoinSet<()> = JoinSet::new();
         let mut terminating: BTreeMap<String, tokio::task::AbortHandle> = BTreeMap::new();
         tokio::pin!(shutdown);
@@ -251,18 +330,32 @@ impl NodeAgent {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                event = events.next() => {
+                Some(done) = syncs.join_next(), if !syncs.is_empty() => {
+                    if let Ok(synced) = done
+                        && let Some(slot) = slots.get_mut(&synced.uid)
+                    {
+                        slot.syncing = false;
+                        if synced.version.is_some() {
+                            slot.synced_version = synced.version;
+                        }
+                    }
+                }
+                event = watch.next() => {
                     match event {
                         Some(Ok(event)) => writer.apply(&event),
                         Some(Err(error)) => eprintln!("node agent: watching pods: {error}"),
                         None => break,
                     }
-                    // Drain what else is ready, then sync once.
-                    while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(events.next()) {
+                    // Take in what else is ready before looking at the pods.
+                    while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(watch.next()) {
                         writer.apply(&event);
                     }
                 }
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    for slot in slots.values_mut() {
+                        slot.dirty = true;
+                    }
+                }
                 Some(_) = terminations.join_next(), if !terminations.is_empty() => {}
             }
             if !reader.is_ready() {
@@ -276,18 +369,38 @@ impl NodeAgent {
             terminating.retain(|_, handle| !handle.is_finished());
             for pod in &pods {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
-                if pod.metadata.deletion_timestamp.is_none() {
-                    if !terminating.contains_key(&uid) {
-                        self.sync_pod(&mut worker, pod).await;
-                    }
-                    continue;
-                }
                 if terminating.contains_key(&uid) {
                     continue;
                 }
-                // Stop it in its own task, then remove the pod object for good.
-                let termination = worker.termination(&uid);
-                worker.forget(pod);
+                if pod.metadata.deletion_timestamp.is_none() {
+                    let slot = slots.entry(uid.clone()).or_insert_with(|| PodSlot {
+                        worker: Arc::new(Mutex::new(template.split_off(&uid))),
+                        synced_version: None,
+                        syncing: false,
+                        dirty: true,
+                    });
+                    let changed = slot.synced_version != pod.metadata.resource_version;
+                    if slot.syncing || !(slot.dirty || changed) {
+                        continue;
+                    }
+                    slot.syncing = true;
+                    slot.dirty = false;
+                    let worker = Arc::clone(&slot.worker);
+                    let syncer = syncer.clone();
+                    let permits = Arc::clone(&permits);
+                    let pod = Arc::clone(pod);
+                    syncs.spawn(async move {
+                        let _permit = permits.acquire_owned().await;
+                        let mut worker = worker.lock().await;
+                        let version = syncer.sync_pod(&mut worker, &pod).await;
+                        Synced { uid, version }
+                    });
+                    continue;
+                }
+                // Stop it in its own task (after a sync in flight), then remove the pod object
+                // for good.
+                let worker = slots.remove(&uid).map(|slot| slot.worker);
+                let adopted = template.split_off(&uid);
                 let grace = grace_of(pod);
                 let pods_api = Api::<Pod>::namespaced(
                     self.client.clone(),
@@ -295,7 +408,17 @@ impl NodeAgent {
                 );
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 let precondition = uid.clone();
+                let pod = Arc::clone(pod);
                 let handle = terminations.spawn(async move {
+                    let termination = match worker {
+                        Some(worker) => {
+                            let mut worker = worker.lock().await;
+                            let termination = worker.termination(&precondition);
+                            worker.forget(&pod);
+                            termination
+                        }
+                        None => adopted.termination(&precondition),
+                    };
                     if let Some(termination) = termination
                         && let Err(error) = termination.run(grace).await
                     {
@@ -317,15 +440,28 @@ impl NodeAgent {
                 });
                 terminating.insert(uid, handle);
             }
-            // Pods gone from the Api while their containers still run (a forced deletion):
-            // stopped with the default grace period.
-            for uid in worker.pod_uids() {
-                if known.contains(&uid) || terminating.contains_key(&uid) {
-                    continue;
-                }
-                let termination = worker.termination(&uid);
-                worker.forget_uid(&uid);
+            // Pods gone from the Api while their containers still run (a forced deletion, or
+            // left by a previous agent): stopped with the default grace period.
+            let orphans: Vec<String> = slots
+                .keys()
+                .cloned()
+                .chain(template.pod_uids())
+                .filter(|uid| !known.contains(uid) && !terminating.contains_key(uid))
+                .collect();
+            for uid in orphans {
+                let worker = slots.remove(&uid).map(|slot| slot.worker);
+                let adopted = template.split_off(&uid);
+                let forgotten = uid.clone();
                 let handle = terminations.spawn(async move {
+                    let termination = match worker {
+                        Some(worker) => {
+                            let mut worker = worker.lock().await;
+                            let termination = worker.termination(&forgotten);
+                            worker.forget_uid(&forgotten);
+                            termination
+                        }
+                        None => adopted.termination(&forgotten),
+                    };
                     if let Some(termination) = termination
                         && let Err(error) = termination.run(Duration::from_secs(30)).await
                     {
@@ -337,6 +473,7 @@ impl NodeAgent {
         }
         let _ = stop_heartbeat.send(());
         let _ = heartbeat_task.await;
+        syncs.abort_all();
         terminations.abort_all();
         Ok(())
     }

@@ -116,6 +116,24 @@ impl CrashLoopBackOff {
         self.entries.remove(key);
     }
 
+    /// Moves the entries whose keys start with `prefix` to a back-off of their own, with the
+    /// same settings.
+    pub fn split_off(&mut self, prefix: &str) -> CrashLoopBackOff {
+        let mut split = CrashLoopBackOff::new(self.config);
+        let keys: Vec<String> = self
+            .entries
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            if let Some(entry) = self.entries.remove(&key) {
+                split.entries.insert(key, entry);
+            }
+        }
+        split
+    }
+
     /// Forgets every entry left alone for twice the maximum.
     pub fn collect_garbage(&mut self, now: Instant) {
         let limit = self.config.max.saturating_mul(2);

@@ -140,6 +140,40 @@ impl PodWorker {
         Ok(adopted)
     }
 
+    /// Moves the pod with uid `uid` — its sandbox, its containers' back-off and probes — to a
+    /// worker of its own over the same runtime, clock, network and node address (a worker
+    /// with nothing to move when this one does not run the pod). The agent gives every pod
+    /// its own worker, so that pods are synced side by side.
+    pub fn split_off(&mut self, uid: &str) -> PodWorker {
+        let prefix = format!("{uid}/");
+        let mut probes = BTreeMap::new();
+        let keys: Vec<String> = self
+            .probes
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            if let Some(probe) = self.probes.remove(&key) {
+                probes.insert(key, probe);
+            }
+        }
+        let mut pods = BTreeMap::new();
+        if let Some(state) = self.pods.remove(uid) {
+            pods.insert(uid.to_owned(), state);
+        }
+        PodWorker {
+            runtime: Arc::clone(&self.runtime),
+            clock: Arc::clone(&self.clock),
+            backoff: self.backoff.split_off(&prefix),
+            pods,
+            host_ip: self.host_ip.clone(),
+            network: self.network.clone(),
+            probes,
+            probe_events: VecDeque::new(),
+        }
+    }
+
     /// The uids of the pods the worker runs.
     pub fn pod_uids(&self) -> Vec<String> {
         self.pods.keys().cloned().collect()
