@@ -182,7 +182,7 @@ impl Syncer {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let source = self.config_source(pod).await;
         let synced = worker.sync(pod, &source).await;
-        for event in worker.take_probe_events() {
+        for event in worker.take_events() {
             self.events
                 .event(pod, event.event_type, &event.reason, &event.message);
         }

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::container_runtime::{ContainerState, ContainerStatus};
+use crate::container_runtime::{ContainerState, ContainerStatus, IMAGE_ID_ANNOTATION};
 
 /// The scheme prefix of container ids in pod statuses (`process://<id>`), naming the runtime.
 pub type RuntimeScheme = str;
@@ -138,7 +138,11 @@ fn container_status(observed: &ObservedContainer, scheme: &RuntimeScheme) -> K8s
             .as_ref()
             .map(|c| c.image.clone())
             .unwrap_or_default(),
-        image_id: String::new(),
+        image_id: observed
+            .current
+            .as_ref()
+            .and_then(|c| c.annotations.get(IMAGE_ID_ANNOTATION).cloned())
+            .unwrap_or_default(),
         container_id: observed
             .current
             .as_ref()

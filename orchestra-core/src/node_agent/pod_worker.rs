@@ -13,7 +13,7 @@
 //! probe fails — and reports the container `started` and `ready` as they say (both true for a
 //! running container without probes). A container a probe killed is then restarted by the next
 //! sync, through the back-off, under any restart policy but `Never`. What the probes did
-//! (`Unhealthy`, `Killing`) waits in [`PodWorker::take_probe_events`].
+//! (`Unhealthy`, `Killing`) waits in [`PodWorker::take_events`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -27,19 +27,37 @@ use tokio::time::Instant;
 use super::backoff::{BackOffConfig, CrashLoopBackOff};
 use super::environment::{ConfigSource, PodContext, container_config, container_env};
 use super::pod_status::{ObservedContainer, ObservedPod};
-use super::probe::{ContainerProbes, ProbeEvent, ProbeTarget, RunningContainer};
+use super::probe::{ContainerProbes, ProbeTarget, RunningContainer};
 use crate::clock::Clock;
 use crate::container_runtime::{
     ContainerFilter, ContainerRuntime, ContainerState, ContainerStatus, PodSandboxConfig,
-    PodSandboxFilter, PodSandboxMetadata, PodSandboxState, RuntimeError,
+    PodSandboxFilter, PodSandboxMetadata, PodSandboxState, ROOTFS_DETAIL_ANNOTATION, RuntimeError,
 };
 use crate::pod_network::{PodNetwork, PodNetworkRequest};
+use crate::runtime::events::EventType;
+
+/// Something that happened to one of the pod's containers that kubelet reports as an event on
+/// the pod: `Created` and `Started` (with where the container runs from), `Failed`, and what the
+/// probes did — `Unhealthy` (a failed run), `ProbeWarning` (a run that passed with a warning),
+/// `Killing` (the container is killed after a liveness or startup failure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// The container's name.
+    pub container: String,
+    /// `Warning` for failures, `Normal` otherwise.
+    pub event_type: EventType,
+    /// Kubelet's reason: `Created`, `Started`, `Failed`, `Unhealthy`, `Killing`, ...
+    pub reason: String,
+    /// `Started container web`, `Liveness probe failed: HTTP probe failed with statuscode:
+    /// 500`, ...
+    pub message: String,
+}
 
 /// The sandbox label holding the pod's uid (by which a restarted agent finds its pods).
 pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
-/// The most probe events kept for [`PodWorker::take_probe_events`] (the oldest go first).
-pub const MAX_PROBE_EVENTS: usize = 256;
+/// The most probe events kept for [`PodWorker::take_events`] (the oldest go first).
+pub const MAX_EVENTS: usize = 256;
 
 /// What the worker remembers of a pod between syncs.
 #[derive(Clone, Debug)]
@@ -60,7 +78,7 @@ pub struct PodWorker {
     network: Option<Arc<dyn PodNetwork>>,
     /// The probes of each container that has any, by `<pod uid>/<container name>`.
     probes: BTreeMap<String, ContainerProbes>,
-    probe_events: VecDeque<ProbeEvent>,
+    events: VecDeque<ContainerEvent>,
 }
 
 /// The instances of one container in the sandbox, newest first.
@@ -99,7 +117,7 @@ impl PodWorker {
             host_ip: None,
             network: None,
             probes: BTreeMap::new(),
-            probe_events: VecDeque::new(),
+            events: VecDeque::new(),
         }
     }
 
@@ -170,7 +188,7 @@ impl PodWorker {
             host_ip: self.host_ip.clone(),
             network: self.network.clone(),
             probes,
-            probe_events: VecDeque::new(),
+            events: VecDeque::new(),
         }
     }
 
@@ -394,18 +412,39 @@ impl PodWorker {
         let events = probes.step(&self.runtime, &running);
         let verdict = (probes.ready(), probes.started());
         for event in events {
-            if self.probe_events.len() >= MAX_PROBE_EVENTS {
-                self.probe_events.pop_front();
-            }
-            self.probe_events.push_back(event);
+            self.record(event);
         }
         verdict
     }
 
-    /// What the probes did since the last call (oldest first; at most [`MAX_PROBE_EVENTS`]):
-    /// failed runs (`Unhealthy`) and kills (`Killing`), for the agent to report.
-    pub fn take_probe_events(&mut self) -> Vec<ProbeEvent> {
-        self.probe_events.drain(..).collect()
+    /// Keeps `event` for [`PodWorker::take_events`] (dropping the oldest beyond [`MAX_EVENTS`]).
+    fn record(&mut self, event: ContainerEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    /// Keeps a `Created`, `Started` or `Failed` event of `container`.
+    fn record_lifecycle(&mut self, container: &str, reason: &str, message: String) {
+        let event_type = if reason == "Failed" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.record(ContainerEvent {
+            container: container.to_owned(),
+            event_type,
+            reason: reason.to_owned(),
+            message,
+        });
+    }
+
+    /// What happened to the pod's containers since the last call (oldest first; at most
+    /// [`MAX_EVENTS`]), for the agent to report: containers created, started or failing to,
+    /// failed probe runs (`Unhealthy`) and kills (`Killing`).
+    pub fn take_events(&mut self) -> Vec<ContainerEvent> {
+        self.events.drain(..).collect()
     }
 
     /// The sandbox's containers by name, newest instance first.
@@ -512,13 +551,39 @@ impl PodWorker {
             .await
         {
             Ok(id) => id,
-            Err(error) => return Some(("CreateContainerError".to_owned(), error.to_string())),
+            Err(error) => {
+                self.record_lifecycle(&container.name, "Failed", format!("Error: {error}"));
+                return Some(("CreateContainerError".to_owned(), error.to_string()));
+            }
         };
+        self.record_lifecycle(
+            &container.name,
+            "Created",
+            format!("Created container {}", container.name),
+        );
         if attempt > 0 {
             self.backoff.restarted(&key, Instant::now());
         }
         let started = self.runtime.start_container(&id).await;
-        if let Ok(status) = self.runtime.container_status(&id).await {
+        let status = self.runtime.container_status(&id).await.ok();
+        match started {
+            Ok(()) => {
+                let place = status
+                    .as_ref()
+                    .and_then(|status| status.annotations.get(ROOTFS_DETAIL_ANNOTATION))
+                    .map(|place| format!(" ({place})"))
+                    .unwrap_or_default();
+                self.record_lifecycle(
+                    &container.name,
+                    "Started",
+                    format!("Started container {}{place}", container.name),
+                );
+            }
+            Err(ref error) => {
+                self.record_lifecycle(&container.name, "Failed", format!("Error: {error}"));
+            }
+        }
+        if let Some(status) = status {
             current.insert(0, status);
         }
         match started {
@@ -706,6 +771,41 @@ mod tests {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn containers_created_started_and_failing_are_told_as_events() {
+        let (mut worker, runtime) = worker();
+        let p = pod(json!({"containers": [{"name": "web", "image": "hello:1"}]}));
+        let sources = ConfigMaps::default();
+        worker.sync(&p, &sources).await.unwrap();
+        let told: Vec<(String, String)> = worker
+            .take_events()
+            .into_iter()
+            .map(|event| (event.reason, event.message))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                ("Created".to_owned(), "Created container web".to_owned()),
+                ("Started".to_owned(), "Started container web".to_owned()),
+            ]
+        );
+        assert!(worker.take_events().is_empty(), "taken once");
+
+        // A start that fails is a Warning naming the error.
+        let observed = worker.sync(&p, &sources).await.unwrap();
+        runtime.exit_container(&container_id(&observed, 0), 1);
+        runtime.fail_next(
+            Operation::StartContainer,
+            RuntimeError::Unavailable("no".into()),
+        );
+        worker.sync(&p, &sources).await.unwrap();
+        let failed = worker.take_events();
+        let last = failed.last().unwrap();
+        assert_eq!(last.reason, "Failed");
+        assert_eq!(last.event_type, EventType::Warning);
+        assert!(last.message.starts_with("Error: "), "{}", last.message);
     }
 
     #[tokio::test(start_paused = true)]
@@ -987,7 +1087,7 @@ mod tests {
 
         codes.lock().unwrap().insert("live".to_owned(), 1);
         let observed = sync_until(&mut worker, &p, 6, |o| attempt(o) == Some(1)).await;
-        let events: Vec<ProbeEvent> = worker.take_probe_events();
+        let events: Vec<ContainerEvent> = worker.take_events();
         assert_eq!(
             events
                 .iter()
@@ -1087,7 +1187,7 @@ mod tests {
         let observed = sync_after_a_second(&mut worker, &p).await;
         runtime.exit_container(&container_id(&observed, 0), 0);
         assert_eq!(
-            worker.take_probe_events().last().map(|e| e.message.clone()),
+            worker.take_events().last().map(|e| e.message.clone()),
             Some("Container web failed startup probe, will be restarted".to_owned())
         );
         // Under OnFailure a clean exit is not restarted, but one a probe brought about is.

@@ -112,6 +112,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::pod_worker::ContainerEvent;
 use crate::container_runtime::{ContainerRuntime, RuntimeError};
 use crate::runtime::events::EventType;
 
@@ -1196,21 +1197,6 @@ impl ProbeWorker {
     }
 }
 
-/// Something a probe did that kubelet reports as an event on the pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeEvent {
-    /// The container's name.
-    pub container: String,
-    /// `Warning` for a failed probe, `Normal` for the kill.
-    pub event_type: EventType,
-    /// `Unhealthy` (a failed run), `ProbeWarning` (a run that passed with a warning) or
-    /// `Killing` (the container is killed after a liveness or startup failure).
-    pub reason: String,
-    /// `Liveness probe failed: HTTP probe failed with statuscode: 500`, `Container web failed
-    /// liveness probe, will be restarted`, ...
-    pub message: String,
-}
-
 /// What [`ContainerProbes::step`] needs to know of the running container.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunningContainer {
@@ -1320,7 +1306,7 @@ impl ContainerProbes {
         &mut self,
         runtime: &Arc<dyn ContainerRuntime>,
         running: &RunningContainer,
-    ) -> Vec<ProbeEvent> {
+    ) -> Vec<ContainerEvent> {
         let id = running.target.container_id.clone();
         if self.instance.as_deref() != Some(id.as_str()) {
             self.instance = Some(id.clone());
@@ -1345,7 +1331,7 @@ impl ContainerProbes {
                 Ok(_) => continue,
                 Err(error) => ("Unhealthy", format!("{kind} probe errored: {error}")),
             };
-            events.push(ProbeEvent {
+            events.push(ContainerEvent {
                 container: name.clone(),
                 event_type: EventType::Warning,
                 reason: reason.to_owned(),
@@ -1378,7 +1364,7 @@ impl ContainerProbes {
                 if running.restarts {
                     message.push_str(", will be restarted");
                 }
-                events.push(ProbeEvent {
+                events.push(ContainerEvent {
                     container: name,
                     event_type: EventType::Normal,
                     reason: "Killing".to_owned(),
@@ -1936,14 +1922,14 @@ mod tests {
 
         /// Steps, then lets the tasks it started (runs, kills) do their work: the fake answers at
         /// once, so their outcomes are there for the next step.
-        async fn step(&mut self) -> Vec<ProbeEvent> {
+        async fn step(&mut self) -> Vec<ContainerEvent> {
             let events = self.probes.step(&self.shared, &self.running);
             tokio::time::sleep(Duration::from_millis(1)).await;
             events
         }
 
         /// Lets `seconds` pass, then steps.
-        async fn step_after(&mut self, seconds: u64) -> Vec<ProbeEvent> {
+        async fn step_after(&mut self, seconds: u64) -> Vec<ContainerEvent> {
             tokio::time::sleep(Duration::from_secs(seconds)).await;
             self.running.running_for += Duration::from_secs(seconds);
             self.step().await
@@ -1979,7 +1965,7 @@ mod tests {
         assert!(h.probes.ready(), "one failure of the two needed");
         assert_eq!(
             events,
-            [ProbeEvent {
+            [ContainerEvent {
                 container: "web".to_owned(),
                 event_type: EventType::Warning,
                 reason: "Unhealthy".to_owned(),
