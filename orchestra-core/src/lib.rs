@@ -1,10 +1,12 @@
-//! The Kubernetes model and logic of Orchestra, with no I/O.
+//! The Kubernetes model and logic of Orchestra, with no backend of its own.
 //!
 //! Orchestra is a container-orchestration SDK: the Kubernetes model (pods, nodes, replica sets,
 //! deployments, services, a scheduler, controllers, a node agent) as crates that a Rust program
 //! composes into its own control plane. This crate is the bottom of that stack. It depends on no
-//! other Orchestra crate and does no I/O of its own; the store, runtime, network and API crates
-//! implement the traits it defines, and the `orchestra` facade puts them together.
+//! other Orchestra crate and has no storage, container or network backend of its own (only
+//! in-memory ones for tests): the store, runtime, network and API crates implement the traits it
+//! defines, and the `orchestra` facade puts them together. The only I/O it does itself is what
+//! the node agent's probes need (TCP connections and HTTP requests to pods).
 //!
 //! What it holds today:
 //!
@@ -36,13 +38,17 @@
 //!   ([`ContainerRuntime`](container_runtime::ContainerRuntime),
 //!   [`ImageService`](container_runtime::ImageService)) and the in-memory
 //!   [`FakeRuntime`](container_runtime::fake::FakeRuntime) for tests;
+//! - [`pod_network`]: the CNI-shaped seam that gives pod sandboxes their addresses
+//!   ([`PodNetwork`](pod_network::PodNetwork)) and the in-memory
+//!   [`FakeNetwork`](pod_network::FakeNetwork);
+//! - [`node_agent`]: the kubelet — node registration, heartbeats and conditions, pod workers
+//!   (sandboxes, init containers, restarts with back-off, probes, graceful termination), pod
+//!   status and adoption of what a previous agent left running;
 //! - `simulator` (feature `testing`): a whole cluster in one process — store, controllers, a fake
 //!   node agent, faulty watches — on tokio's paused clock, replaying exactly from a seed.
 //!
-//! The node agent comes with issue 7.
-//!
-//! The only "I/O" here is in-memory: the store backends that touch disks and networks live in
-//! `orchestra-store`, and nothing in this crate spawns a task it does not hand back.
+//! The store, runtime and network backends that touch disks, processes and networks live in
+//! `orchestra-store`, `orchestra-runtime` and `orchestra-net`.
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(
     not(test),
