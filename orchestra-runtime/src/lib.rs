@@ -6,8 +6,10 @@
 //! behind that seam, each behind a cargo feature:
 //!
 //! - [`process`] (feature `process`, on by default): the daemonless, pod-native process runtime
-//!   in the spirit of rkt's fly stage — each container a supervised host process in its own
-//!   process group, its output in CRI-format log files;
+//!   in the spirit of rkt's fly stage — each container a supervised process in its own process
+//!   group, run from its image's root filesystem when the image is in the node's image store
+//!   (chrooted into an overlay of its own when root) and on the host's filesystem otherwise,
+//!   its output in CRI-format log files; it serves CRI's `ImageService` from its image store too;
 //! - **youki/libcontainer**: runc-style OCI containers with namespaces and cgroups (to come);
 //! - **Docker**, through the engine's API (to come);
 //!

@@ -34,6 +34,32 @@ use jiff::Timestamp;
 /// Labels or annotations, by key.
 pub type Labels = BTreeMap<String, String>;
 
+/// The annotation of a [`ContainerStatus`] saying which filesystem the container's process
+/// runs on: [`ROOTFS_IMAGE`] or [`ROOTFS_HOST`]. A runtime that reports it sets it from the
+/// container's creation on; one that does not (or an older one) leaves it out.
+pub const ROOTFS_ANNOTATION: &str = "orchestra.io/rootfs";
+
+/// [`ROOTFS_ANNOTATION`]'s value for a container run from its image's root filesystem (the
+/// image is in the node's image store).
+pub const ROOTFS_IMAGE: &str = "image";
+
+/// [`ROOTFS_ANNOTATION`]'s value for a container whose command runs on the host's filesystem
+/// (its image is not in the node's image store, as rkt's "fly" stage ran commands).
+pub const ROOTFS_HOST: &str = "host";
+
+/// The annotation of a [`ContainerStatus`] saying, for people, where and how the container's
+/// process runs: a phrase that completes "Started container web (…)" in the pod's events,
+/// such as `from image docker.io/library/busybox:latest's root filesystem, chrooted` or
+/// `on the host filesystem: image hello:1 is not in the node's image store`. It may change
+/// when the container starts (how it runs is settled then); its wording is not a contract,
+/// [`ROOTFS_ANNOTATION`] is.
+pub const ROOTFS_DETAIL_ANNOTATION: &str = "orchestra.io/rootfs-detail";
+
+/// The annotation of a [`ContainerStatus`] holding the id (`sha256:…`) of the image the
+/// container runs from, when it runs from an image of the node's store (CRI's `image_ref`);
+/// [`ContainerStatus::image`] is then the image's normalised reference.
+pub const IMAGE_ID_ANNOTATION: &str = "orchestra.io/image-id";
+
 /// What identifies a pod sandbox: the pod, and which attempt at running it this is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodSandboxMetadata {
@@ -254,7 +280,9 @@ pub struct ContainerStatus {
     pub finished_at: Option<Timestamp>,
     /// How it ended, if it did: the exit code, or 128 + the signal that killed it.
     pub exit_code: Option<i32>,
-    /// The image it runs.
+    /// The image it runs: as the container names it, or its normalised reference
+    /// (`docker.io/library/busybox:latest`) when the runtime found it in the node's image store
+    /// (see [`ROOTFS_ANNOTATION`] and [`IMAGE_ID_ANNOTATION`]).
     pub image: String,
     /// Why it is in its state, in one word (`Completed`, `Error`, `OOMKilled`, ...).
     pub reason: String,
@@ -266,7 +294,8 @@ pub struct ContainerStatus {
     pub pid: Option<u32>,
     /// Its labels.
     pub labels: Labels,
-    /// Its annotations.
+    /// Its annotations: the container's, and those the runtime reports ([`ROOTFS_ANNOTATION`],
+    /// [`ROOTFS_DETAIL_ANNOTATION`], [`IMAGE_ID_ANNOTATION`]).
     pub annotations: Labels,
 }
 

@@ -1,26 +1,62 @@
-//! The process runtime: containers as supervised host processes, with no root and no daemon.
+//! The process runtime: containers as supervised processes, with no daemon.
 //!
 //! The runtime Orchestra embeds by default, in the spirit of rkt's "fly" stage: a pod sandbox is
 //! bookkeeping (the pod's identity, addresses and log directory — the loopback pod network gives
-//! each pod its own `127.x.y.z`), and each container is a host process started from the pod's
-//! command, arguments, environment and working directory, in its own process group. Its output
-//! goes to a log file in the CRI format ([`logs`]), which `kubectl logs` reads back.
+//! each pod its own `127.x.y.z`), and each container is a process in its own process group. Its
+//! output goes to a log file in the CRI format ([`logs`]), which `kubectl logs` reads back.
+//!
+//! # What a container runs, and where
+//!
+//! The container's image says. The runtime keeps an [`ImageStore`] — its own in the state
+//! directory's [`IMAGES_DIRECTORY`], or the node's
+//! ([`ProcessRuntimeOptions::with_image_store`]) — and serves it as CRI's [`ImageService`], so
+//! one [`ProcessRuntime`] is both of CRI's services.
+//!
+//! - An image **in the store** runs from its root filesystem: the image's entrypoint, command,
+//!   environment, working directory and user, as the container's `command`, `args`, `env` and
+//!   `workingDir` override them by Kubernetes' rules
+//!   ([`ImageConfig::process`](crate::image::ImageConfig::process)). As root, the process is
+//!   chrooted into an overlay of the image of its own — its writes stay its own — with a fresh
+//!   `/proc`, a minimal `/dev` and the host's `/etc/hosts` and `/etc/resolv.conf`, and runs as
+//!   the image's user; if the overlay cannot be mounted it is chrooted into the image's shared
+//!   root filesystem. Not as root (or [`without_chroot`](ProcessRuntimeOptions::without_chroot)),
+//!   it runs from the image's files without a chroot, as the runtime's user. An image that a
+//!   container runs from is not removed until the container is.
+//! - An image **not in the store** (`host`, or one never imported) means the container's
+//!   command runs on the host's filesystem, with the container's environment and working
+//!   directory, as the runtime's user; such a container must give a command.
+//!
+//! Each container's status says which, for the node agent's events: the annotations
+//! [`ROOTFS_ANNOTATION`](orchestra_core::container_runtime::ROOTFS_ANNOTATION) (`image` or
+//! `host`), [`ROOTFS_DETAIL_ANNOTATION`](orchestra_core::container_runtime::ROOTFS_DETAIL_ANNOTATION)
+//! (a phrase for people, such as `from image docker.io/library/busybox:latest's root
+//! filesystem, chrooted`) and, from an image,
+//! [`IMAGE_ID_ANNOTATION`](orchestra_core::container_runtime::IMAGE_ID_ANNOTATION); its `image`
+//! is then the image's normalised reference, and its message tells what was not done (no
+//! chroot, no overlay, no limits).
+//!
+//! There is no isolation beyond that: no namespaces, so containers share the host's network,
+//! processes and mount table (the overlays and their `/proc` and `/dev` are mounted under the
+//! state directory, and unmounted when the container is removed); a chroot keeps a process to
+//! the image's files, not a process running as root (which can leave it); and no `mounts`
+//! (volumes) are made.
+//!
+//! # Restarts, limits, exec
 //!
 //! Everything the runtime knows is kept in its state directory, so a restarted node agent
 //! constructs a [`ProcessRuntime`] over the same directory and finds its containers still
 //! running: they are adopted (their output is picked up again, their end noticed), never
-//! restarted or duplicated. See [`supervise`](self) for how a process's exit code outlives the
-//! agent.
+//! restarted or duplicated, and removing them unmounts what the earlier runtime mounted. See
+//! [`supervise`](self) for how a process's exit code outlives the agent.
 //!
 //! A container with limits (its [`ContainerResources`]) gets a cgroup of its own when the
 //! runtime runs as root on a host with cgroups ([`cgroup`]): its memory, CPU and process limits
 //! hold, and a container the kernel kills for its memory ends `OOMKilled`. Elsewhere it runs
 //! without them, and its status message says so.
 //!
-//! What it does not do yet: run from an image's root filesystem (images are not imported yet:
-//! a container runs its command on the host filesystem, and one with no command is refused),
-//! and `exec` into anything but the host (an exec runs the command with the container's
-//! environment and working directory).
+//! An `exec` (exec probes) runs where the container's process runs: chrooted into its root as
+//! its user, from its image's files, or on the host, with the container's environment and
+//! working directory.
 //!
 //! # Examples
 //!
@@ -69,12 +105,13 @@
 pub mod cgroup;
 pub mod logs;
 mod record;
+mod rootfs;
 mod supervise;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -82,14 +119,16 @@ use bytes::Bytes;
 use orchestra_core::clock::{Clock, SystemClock};
 use orchestra_core::container_runtime::{
     ContainerConfig, ContainerFilter, ContainerResources, ContainerRuntime, ContainerStatus,
-    ExecResult, LogLines, LogOptions, LogStream, ObjectKind, PodSandboxConfig, PodSandboxFilter,
-    PodSandboxStatus, RuntimeError, RuntimeVersion,
+    ExecResult, Image, ImageService, LogLines, LogOptions, LogStream, ObjectKind, PodSandboxConfig,
+    PodSandboxFilter, PodSandboxStatus, RuntimeError, RuntimeVersion,
 };
 use rustix::process::Signal;
 use tokio::sync::watch;
 
+use crate::image::{ImageStore, Reference, image_id, resolve_user};
 use cgroup::{Cgroup, CgroupSupport};
 use record::{ContainerRecord, Phase, SandboxRecord};
+use rootfs::{Chroot, Filesystem, ImageRoot};
 use supervise::ProcessFiles;
 
 /// How large a container's log file grows before it is rotated (kubelet's
@@ -100,6 +139,9 @@ pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
 pub const LOG_MAX_FILES: usize = 5;
 /// How often an adopted process (not our child) is checked for having ended.
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
+/// The image store's directory under the runtime's state directory, unless another store is
+/// given ([`ProcessRuntimeOptions::with_image_store`]).
+pub const IMAGES_DIRECTORY: &str = "images";
 
 /// How a [`ProcessRuntime`] is set up, besides its state directory.
 ///
@@ -121,14 +163,19 @@ const ADOPTED_POLL: Duration = Duration::from_millis(100);
 pub struct ProcessRuntimeOptions {
     clock: Arc<dyn Clock>,
     cgroup_parent: Option<PathBuf>,
+    images: Option<ImageStore>,
+    chroot: bool,
 }
 
 impl Default for ProcessRuntimeOptions {
-    /// The system clock, and containers' cgroups under [`cgroup::DEFAULT_PARENT`].
+    /// The system clock, containers' cgroups under [`cgroup::DEFAULT_PARENT`], and an image
+    /// store in the state directory's [`IMAGES_DIRECTORY`].
     fn default() -> ProcessRuntimeOptions {
         ProcessRuntimeOptions {
             clock: Arc::new(SystemClock),
             cgroup_parent: Some(PathBuf::from(cgroup::DEFAULT_PARENT)),
+            images: None,
+            chroot: true,
         }
     }
 }
@@ -155,9 +202,28 @@ impl ProcessRuntimeOptions {
         self.cgroup_parent = None;
         self
     }
+
+    /// Containers' images from `store` (the node's, shared with whatever else imports images),
+    /// rather than from a store of the runtime's own in its state directory's
+    /// [`IMAGES_DIRECTORY`].
+    #[must_use]
+    pub fn with_image_store(mut self, store: ImageStore) -> ProcessRuntimeOptions {
+        self.images = Some(store);
+        self
+    }
+
+    /// No chroot: containers of images run from the image's files with the host's root
+    /// directory, even when the runtime runs as root (as they always do when it does not).
+    #[must_use]
+    pub fn without_chroot(mut self) -> ProcessRuntimeOptions {
+        self.chroot = false;
+        self
+    }
 }
 
-/// The process runtime (see the [module](self)). Clones share the same runtime.
+/// The process runtime (see the [module](self)): CRI's `RuntimeService`
+/// ([`ContainerRuntime`]) and, through its image store, its `ImageService` ([`ImageService`]).
+/// Clones share the same runtime.
 #[derive(Clone, Debug)]
 pub struct ProcessRuntime {
     inner: Arc<Inner>,
@@ -168,6 +234,11 @@ struct Inner {
     root: PathBuf,
     clock: Arc<dyn Clock>,
     cgroups: CgroupSupport,
+    images: ImageStore,
+    /// Whether containers of images are chrooted when the runtime runs as root.
+    chroot: bool,
+    /// util-linux's `setpriv` and `unshare`, once looked for (a chroot needs them).
+    chroot_tools: OnceLock<Result<(PathBuf, PathBuf), String>>,
     state: Mutex<State>,
     next_id: AtomicU64,
 }
@@ -200,11 +271,13 @@ impl ProcessRuntime {
     /// The runtime keeping its state in `root` (created if missing), with the system clock.
     /// Containers a previous runtime left running there are adopted. Containers with limits get
     /// cgroups under [`cgroup::DEFAULT_PARENT`] where the runtime can make them (see
-    /// [`ProcessRuntime::cgroups`]).
+    /// [`ProcessRuntime::cgroups`]). Images are kept in an image store in `root`'s
+    /// [`IMAGES_DIRECTORY`] (see [`ProcessRuntime::images`]).
     ///
     /// # Errors
     ///
-    /// [`RuntimeError::Unavailable`] when the directory cannot be created or read.
+    /// [`RuntimeError::Unavailable`] when the directory cannot be created or read, or the image
+    /// store there cannot be opened.
     pub async fn open(root: impl Into<PathBuf>) -> Result<ProcessRuntime, RuntimeError> {
         ProcessRuntime::open_with_clock(root, Arc::new(SystemClock)).await
     }
@@ -234,6 +307,8 @@ impl ProcessRuntime {
         let ProcessRuntimeOptions {
             clock,
             cgroup_parent,
+            images,
+            chroot,
         } = options;
         let root = root.into();
         let unavailable = |error: std::io::Error| {
@@ -257,11 +332,20 @@ impl ProcessRuntime {
             Some(parent) => CgroupSupport::probe(&parent),
             None => CgroupSupport::Unavailable("turned off".to_owned()),
         };
+        let images = match images {
+            Some(images) => images,
+            None => ImageStore::open(root.join(IMAGES_DIRECTORY)).map_err(|error| {
+                RuntimeError::Unavailable(format!("the runtime's image store: {error}"))
+            })?,
+        };
         let runtime = ProcessRuntime {
             inner: Arc::new(Inner {
                 root,
                 clock,
                 cgroups,
+                images,
+                chroot,
+                chroot_tools: OnceLock::new(),
                 state: Mutex::new(State::default()),
                 next_id: AtomicU64::new(0),
             }),
@@ -296,6 +380,12 @@ impl ProcessRuntime {
         &self.inner.cgroups
     }
 
+    /// The image store containers' images are looked for in (the runtime's [`ImageService`]
+    /// serves it too).
+    pub fn images(&self) -> &ImageStore {
+        &self.inner.images
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every change is made whole under the lock; a panic elsewhere leaves it consistent.
         self.inner
@@ -321,8 +411,17 @@ impl ProcessRuntime {
             .join(format!("{id}.json"))
     }
 
+    fn container_directory(&self, id: &str) -> PathBuf {
+        self.inner.root.join("containers").join(id)
+    }
+
     fn container_files(&self, id: &str) -> ProcessFiles {
-        ProcessFiles::in_directory(&self.inner.root.join("containers").join(id))
+        ProcessFiles::in_directory(&self.container_directory(id))
+    }
+
+    /// Where a container's overlay (`upper`, `work`, `merged`) is mounted.
+    fn container_rootfs(&self, id: &str) -> PathBuf {
+        self.container_directory(id).join("rootfs")
     }
 
     fn save_sandbox(&self, record: &SandboxRecord) -> Result<(), RuntimeError> {
@@ -474,6 +573,197 @@ impl ProcessRuntime {
             .is_ok()
     }
 
+    /// What `config` runs and on which filesystem: its image's process from the image's root
+    /// filesystem when the node's image store has the image, its own command on the host's
+    /// filesystem otherwise (see [`rootfs`]).
+    fn plan(&self, config: &ContainerConfig) -> Result<Plan, RuntimeError> {
+        let reason = match self.inner.images.resolve(&config.image) {
+            Ok(Some(id)) => return self.plan_image(config, id),
+            Ok(None) => format!("image {} is not in the node's image store", config.image),
+            Err(_) if config.image.is_empty() => "the container names no image".to_owned(),
+            Err(error) => format!("{error}, which the node's image store cannot hold"),
+        };
+        if config.command.is_empty() {
+            return Err(invalid(
+                "command",
+                format!(
+                    "{reason}: without the image's entrypoint, the container must give a \
+                     command to run on the host filesystem (or the image be imported)"
+                ),
+            ));
+        }
+        Ok(Plan {
+            filesystem: Filesystem::Host { reason },
+            image: config.image.clone(),
+            argv: config.command.iter().chain(&config.args).cloned().collect(),
+            working_dir: config.working_dir.clone(),
+            env: config.env.clone(),
+            message: String::new(),
+        })
+    }
+
+    /// How `config` runs from the image `id` of the store.
+    fn plan_image(&self, config: &ContainerConfig, id: String) -> Result<Plan, RuntimeError> {
+        let store = &self.inner.images;
+        let gone = || RuntimeError::not_found(ObjectKind::Image, &config.image);
+        let rootfs = store.rootfs(&id).ok_or_else(gone)?;
+        let process = store.config(&id)?.ok_or_else(gone)?.process(config)?;
+        let reference = match Reference::parse(&config.image) {
+            Ok(reference) => reference.to_string(),
+            // Named by its id: its first tag, if it has one.
+            Err(_) => store
+                .status(&id)?
+                .and_then(|image| image.repo_tags.first().cloned())
+                .unwrap_or_else(|| id.clone()),
+        };
+        // An image's relative WorkingDir is taken from the root, as Docker does.
+        let working_dir = Path::new("/").join(&process.working_dir);
+        let not_chrooted = if !self.inner.chroot {
+            rootfs::CHROOT_TURNED_OFF
+        } else if !rustix::process::geteuid().is_root() {
+            rootfs::NOT_ROOT
+        } else {
+            ""
+        };
+        let (chroot, message) = if not_chrooted.is_empty() {
+            let (setpriv, unshare) = self.chroot_tools()?;
+            let user = resolve_user(&rootfs, process.user.as_deref().unwrap_or_default())?;
+            let chroot = Chroot {
+                uid: user.uid,
+                gid: user.gid,
+                groups: user.additional_gids,
+                setpriv,
+                unshare,
+                root: None,
+                shared: None,
+            };
+            (Some(chroot), String::new())
+        } else {
+            (None, rootfs::not_chrooted_note(not_chrooted))
+        };
+        Ok(Plan {
+            filesystem: Filesystem::Image(ImageRoot {
+                reference: reference.clone(),
+                image_id: id,
+                rootfs,
+                chroot,
+                not_chrooted: not_chrooted.to_owned(),
+            }),
+            image: reference,
+            argv: process.args,
+            working_dir: Some(working_dir),
+            env: process.env,
+            message,
+        })
+    }
+
+    /// util-linux's `setpriv` and `unshare` (one that can `--root`, `--wd` and `--setuid`).
+    fn chroot_tools(&self) -> Result<(PathBuf, PathBuf), RuntimeError> {
+        let found = self.inner.chroot_tools.get_or_init(|| {
+            let missing = |name: &str| {
+                format!(
+                    "running a container chrooted into its image needs util-linux's `{name}`, \
+                     found in none of /usr/bin, /bin, /usr/sbin and /sbin: install util-linux"
+                )
+            };
+            let setpriv = rootfs::find_tool("setpriv").ok_or_else(|| missing("setpriv"))?;
+            let unshare = rootfs::find_tool("unshare").ok_or_else(|| missing("unshare"))?;
+            let help = std::process::Command::new(&unshare)
+                .arg("--help")
+                .output()
+                .map_err(|error| format!("running {} --help: {error}", unshare.display()))?;
+            let help = String::from_utf8_lossy(&help.stdout);
+            if ["--root", "--wd", "--setuid"]
+                .iter()
+                .any(|option| !help.contains(option))
+            {
+                return Err(format!(
+                    "running a container chrooted into its image needs util-linux 2.36 or later: \
+                     {} has no --root, --wd or --setuid",
+                    unshare.display()
+                ));
+            }
+            Ok((setpriv, unshare))
+        });
+        found.clone().map_err(RuntimeError::Unsupported)
+    }
+
+    /// Gives a chrooted container its root before it starts: its own overlay of the image's
+    /// root filesystem with `/proc`, `/dev` and the host's `/etc/hosts` and `/etc/resolv.conf`,
+    /// or, when the overlay cannot be mounted, the image's shared root filesystem (which the
+    /// status message then tells).
+    fn prepare_rootfs(&self, id: &str, record: &mut ContainerRecord) -> Result<(), RuntimeError> {
+        let working_dir = record
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let Filesystem::Image(ImageRoot {
+            reference,
+            rootfs,
+            chroot: Some(chroot),
+            ..
+        }) = &mut record.filesystem
+        else {
+            return Ok(());
+        };
+        if !rootfs.is_dir() {
+            return Err(RuntimeError::FailedPrecondition {
+                kind: ObjectKind::Container,
+                id: id.to_owned(),
+                reason: format!(
+                    "the root filesystem of its image {reference} is gone from the image store \
+                     ({} was removed since the container was created)",
+                    rootfs.display()
+                ),
+            });
+        }
+        let directory = self.container_rootfs(id);
+        // What an earlier attempt at starting it left mounted.
+        rootfs::release(&directory)
+            .map_err(|error| internal("unmounting the container's root filesystem", error))?;
+        match rootfs::mount_overlay(&directory, rootfs) {
+            Ok(merged) => {
+                if let Err(error) = rootfs::furnish(&merged, &working_dir) {
+                    let _ = rootfs::release(&directory);
+                    return Err(internal("preparing the container's root filesystem", error));
+                }
+                chroot.root = Some(merged);
+                chroot.shared = None;
+            }
+            Err(error) => {
+                let why = error.to_string();
+                chroot.root = Some(rootfs.clone());
+                add_note(&mut record.message, &rootfs::shared_note(&why));
+                chroot.shared = Some(why);
+            }
+        }
+        Ok(())
+    }
+
+    /// A container (its id and name) that runs from the image `reference` names, if removing
+    /// `reference` would remove the image from the store.
+    fn container_using(&self, reference: &str) -> Option<(String, String)> {
+        let store = &self.inner.images;
+        let id = store.resolve(reference).ok().flatten()?;
+        let removes_image = image_id(reference).is_some() || {
+            let key = Reference::parse(reference).ok()?.key();
+            let image = store.status(&id).ok().flatten()?;
+            image.repo_tags.iter().all(|tag| *tag == key)
+        };
+        if !removes_image {
+            return None;
+        }
+        self.lock().containers.values().find_map(|container| {
+            let record = &container.record;
+            match &record.filesystem {
+                Filesystem::Image(image) if image.image_id == id => {
+                    Some((record.id.clone(), record.name.clone()))
+                }
+                _ => None,
+            }
+        })
+    }
+
     /// Kills the running containers matching `which` (SIGKILL to their groups) and waits for
     /// their ends to be recorded.
     async fn kill_where(&self, which: impl Fn(&ContainerRecord) -> bool) {
@@ -491,6 +781,27 @@ impl ProcessRuntime {
             self.wait_ended(&id, Duration::from_secs(10)).await;
         }
     }
+}
+
+/// Adds `note` to a status message, after what it says already.
+fn add_note(message: &mut String, note: &str) {
+    if !message.is_empty() {
+        message.push_str("; ");
+    }
+    message.push_str(note);
+}
+
+/// What a container runs, and on which filesystem ([`ProcessRuntime::plan`]).
+#[derive(Debug)]
+struct Plan {
+    filesystem: Filesystem,
+    /// The image as the status reports it.
+    image: String,
+    argv: Vec<String>,
+    working_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    /// What the status message says from the start.
+    message: String,
 }
 
 /// Removes a container's cgroup, killing what is left in it (a process that left the
@@ -614,17 +925,6 @@ impl ContainerRuntime for ProcessRuntime {
         if name.is_empty() {
             return Err(invalid("metadata.name", "must not be empty"));
         }
-        let argv: Vec<String> = config.command.iter().chain(&config.args).cloned().collect();
-        if config.command.is_empty() {
-            return Err(invalid(
-                "command",
-                format!(
-                    "the process runtime runs the command on the host and has no image store \
-                     to take {:?}'s entrypoint from: the container must give a command",
-                    config.image
-                ),
-            ));
-        }
         if let Some(directory) = &config.working_dir
             && !directory.is_absolute()
         {
@@ -633,6 +933,7 @@ impl ContainerRuntime for ProcessRuntime {
                 format!("{} is not an absolute path", directory.display()),
             ));
         }
+        let plan = self.plan(config)?;
         let id = self.new_id();
         let mut record = {
             let state = self.lock();
@@ -674,10 +975,10 @@ impl ContainerRuntime for ProcessRuntime {
                 sandbox_id: pod_sandbox_id.to_owned(),
                 name: name.clone(),
                 attempt: config.metadata.attempt,
-                image: config.image.clone(),
-                argv,
-                working_dir: config.working_dir.clone(),
-                env: config.env.clone(),
+                image: plan.image,
+                argv: plan.argv,
+                working_dir: plan.working_dir,
+                env: plan.env,
                 log_path,
                 labels: config.labels.clone(),
                 annotations: config.annotations.clone(),
@@ -689,11 +990,12 @@ impl ContainerRuntime for ProcessRuntime {
                 pid: None,
                 process_start: None,
                 reason: String::new(),
-                message: String::new(),
+                message: plan.message,
                 cgroup: None,
+                filesystem: plan.filesystem,
             }
         };
-        std::fs::create_dir_all(self.inner.root.join("containers").join(&id))
+        std::fs::create_dir_all(self.container_directory(&id))
             .map_err(|error| internal("creating the container's directory", error))?;
         if config.resources != ContainerResources::default() {
             match &self.inner.cgroups {
@@ -704,7 +1006,10 @@ impl ContainerRuntime for ProcessRuntime {
                     record.cgroup = Some(cgroup);
                 }
                 CgroupSupport::Unavailable(why) => {
-                    record.message = format!("resource limits not applied: {why}");
+                    add_note(
+                        &mut record.message,
+                        &format!("resource limits not applied: {why}"),
+                    );
                 }
             }
         }
@@ -725,7 +1030,7 @@ impl ContainerRuntime for ProcessRuntime {
     }
 
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
-        let record = {
+        let mut record = {
             let state = self.lock();
             let container = state
                 .containers
@@ -761,13 +1066,20 @@ impl ContainerRuntime for ProcessRuntime {
             std::fs::create_dir_all(parent)
                 .map_err(|error| internal("creating the log directory", error))?;
         }
+        self.prepare_rootfs(id, &mut record)?;
+        let launch = rootfs::launch(
+            &record.filesystem,
+            &record.argv,
+            record.working_dir.as_deref(),
+            &record.env,
+        )
+        .map_err(|error| internal("starting the container", error))?;
         let files = self.container_files(id);
         let mut child = supervise::spawn(
-            &record.argv,
+            &launch.argv,
             &record.env,
-            record.working_dir.as_deref(),
+            launch.working_dir.as_deref(),
             &files,
-            record.cgroup.is_some(),
         )
         .map_err(|error| internal(&format!("starting {:?}", record.argv), error))?;
         let pid = child.id();
@@ -783,6 +1095,12 @@ impl ContainerRuntime for ProcessRuntime {
                 return Err(internal("placing the container in its cgroup", error));
             }
         }
+        // Its output is copied from before the command runs: none is lost if it ends at once.
+        if let Err(error) = self.start_log_pumps(id, &record.log_path) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(error);
+        }
         supervise::open_gate(&mut child);
         let (ended_tx, ended_rx) = watch::channel(false);
         let started = {
@@ -790,7 +1108,14 @@ impl ContainerRuntime for ProcessRuntime {
             let Some(container) = state.containers.get_mut(id) else {
                 return Err(RuntimeError::not_found(ObjectKind::Container, id));
             };
+            let ContainerRecord {
+                filesystem,
+                message,
+                ..
+            } = record;
             let record = &mut container.record;
+            record.filesystem = filesystem;
+            record.message = message;
             record.phase = Phase::Running;
             record.started_at = Some(self.inner.clock.now());
             record.pid = pid;
@@ -799,7 +1124,6 @@ impl ContainerRuntime for ProcessRuntime {
             record.clone()
         };
         self.save_container(&started)?;
-        self.start_log_pumps(id, &started.log_path)?;
         let runtime = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
@@ -853,9 +1177,14 @@ impl ContainerRuntime for ProcessRuntime {
         if let Some(cgroup) = cgroup {
             remove_cgroup(&cgroup).await?;
         }
+        // Its overlay, /proc and /dev (mounted by this runtime or an earlier one): the directory
+        // is deleted only once nothing is mounted in it.
+        let directory = self.container_directory(id);
+        rootfs::release(&directory)
+            .map_err(|error| internal("unmounting the container's root filesystem", error))?;
         if self.lock().containers.remove(id).is_some() {
             let _ = std::fs::remove_file(self.container_path(id));
-            let _ = std::fs::remove_dir_all(self.inner.root.join("containers").join(id));
+            let _ = std::fs::remove_dir_all(&directory);
         }
         Ok(())
     }
@@ -927,10 +1256,22 @@ impl ContainerRuntime for ProcessRuntime {
             }
             container.record.clone()
         };
-        let Some((program, arguments)) = command.split_first() else {
+        let Some(program) = command.first() else {
             return Err(invalid("command", "must not be empty"));
         };
-        let mut process = tokio::process::Command::new(program);
+        // Where the container's process runs: in its chroot, from its image's files, or on the
+        // host.
+        let launch = rootfs::launch(
+            &record.filesystem,
+            command,
+            record.working_dir.as_deref(),
+            &record.env,
+        )
+        .map_err(|error| internal(&format!("exec {command:?} in container {id}"), error))?;
+        let Some((host_program, arguments)) = launch.argv.split_first() else {
+            return Err(invalid("command", "must not be empty"));
+        };
+        let mut process = tokio::process::Command::new(host_program);
         process
             .args(arguments)
             .env_clear()
@@ -940,7 +1281,7 @@ impl ContainerRuntime for ProcessRuntime {
             process.env("PATH", supervise::DEFAULT_PATH);
         }
         process.envs(record.env.iter().map(|(name, value)| (name, value)));
-        if let Some(directory) = &record.working_dir {
+        if let Some(directory) = &launch.working_dir {
             process.current_dir(directory);
         }
         let output = match tokio::time::timeout(timeout, process.output()).await {
@@ -974,5 +1315,41 @@ impl ContainerRuntime for ProcessRuntime {
             stderr: Bytes::from(output.stderr),
             exit_code,
         })
+    }
+}
+
+/// CRI's `ImageService`, served by the runtime's image store ([`ProcessRuntime::images`]), so
+/// that one object serves both of CRI's services. An image that a container (running or not,
+/// until it is removed) runs from is not removed: its root filesystem is that container's.
+#[async_trait]
+impl ImageService for ProcessRuntime {
+    async fn list_images(&self) -> Result<Vec<Image>, RuntimeError> {
+        self.inner.images.list_images().await
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<Image>, RuntimeError> {
+        self.inner.images.image_status(image).await
+    }
+
+    async fn import_image(&self, archive: &Path) -> Result<Vec<Image>, RuntimeError> {
+        self.inner.images.import_image(archive).await
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<Image, RuntimeError> {
+        self.inner.images.pull_image(image).await
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        if let Some((id, name)) = self.container_using(image) {
+            return Err(RuntimeError::FailedPrecondition {
+                kind: ObjectKind::Image,
+                id: image.to_owned(),
+                reason: format!(
+                    "is used by container {name:?} ({id}), which runs from its root filesystem: \
+                     remove the container first"
+                ),
+            });
+        }
+        self.inner.images.remove_image(image).await
     }
 }

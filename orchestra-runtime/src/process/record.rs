@@ -16,6 +16,7 @@ use orchestra_core::container_runtime::{
 use serde::{Deserialize, Serialize};
 
 use super::cgroup::Cgroup;
+use super::rootfs::Filesystem;
 
 /// A sandbox as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -72,9 +73,12 @@ pub(crate) struct ContainerRecord {
     pub(crate) sandbox_id: String,
     pub(crate) name: String,
     pub(crate) attempt: u32,
+    /// The image as the container names it, or its normalised reference when it is in the
+    /// node's image store.
     pub(crate) image: String,
-    /// The executable and all its arguments.
+    /// The executable and all its arguments (inside the image, for a container of an image).
     pub(crate) argv: Vec<String>,
+    /// The working directory (inside the image, for a container of an image).
     pub(crate) working_dir: Option<PathBuf>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) log_path: PathBuf,
@@ -95,10 +99,16 @@ pub(crate) struct ContainerRecord {
     /// Its cgroup, when it has limits and the runtime could give it one.
     #[serde(default)]
     pub(crate) cgroup: Option<Cgroup>,
+    /// Where its process finds its files (the host's, for records written before images could
+    /// be run).
+    #[serde(default)]
+    pub(crate) filesystem: Filesystem,
 }
 
 impl ContainerRecord {
     pub(crate) fn status(&self) -> ContainerStatus {
+        let mut annotations = self.annotations.clone();
+        self.filesystem.annotate(&mut annotations);
         ContainerStatus {
             id: self.id.clone(),
             pod_sandbox_id: self.sandbox_id.clone(),
@@ -121,7 +131,7 @@ impl ContainerRecord {
             log_path: Some(self.log_path.clone()),
             pid: self.pid,
             labels: self.labels.clone(),
-            annotations: self.annotations.clone(),
+            annotations,
         }
     }
 }

@@ -6,14 +6,17 @@
 //! with a no-op handler (handlers, unlike ignored signals, are not inherited across `exec`), so
 //! the signal sent to the group ends the command while the shim lives on to record its code.
 //!
-//! A container with a cgroup is started *gated*: the shim first waits for its stdin to close, so
-//! that the runtime can move it into the cgroup before the command runs — the command, and all it
-//! starts, are then in the cgroup from their first instruction.
+//! A container is started *gated*: the shim first waits for its stdin to close, so that the
+//! runtime can move it into its cgroup and start copying its output before the command runs —
+//! the command, and all it starts, are then in the cgroup from their first instruction, and no
+//! output of a command that ends at once is lost (a FIFO's unread data goes with its last
+//! holder).
 //!
 //! The command's output goes to two FIFOs (stdout, stderr) that the container holds open for
 //! reading as well as writing: its writes never fail for want of a reader while the agent is
 //! away, and the agent (re)opens them to copy the output into the log file.
 
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,10 +26,12 @@ use rustix::fs::{CWD, FileType, Mode};
 use rustix::process::{Pid, Signal};
 
 /// The shim: `$0` is the exit file, the rest the command. It exits with the command's code.
-const SHIM: &str =
-    "trap : TERM INT; \"$@\"; code=$?; echo $code > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; exit $code";
+/// `mv` is looked for in the host's directories, whatever `PATH` the container has (an image's
+/// names its own).
+const SHIM: &str = "trap : TERM INT; \"$@\"; code=$?; echo $code > \"$0.tmp\" && \
+     PATH=/usr/bin:/bin mv \"$0.tmp\" \"$0\"; exit $code";
 
-/// What a gated shim runs first: it waits for its stdin to close, then reads from `/dev/null`.
+/// What the shim runs first: it waits for its stdin to close, then reads from `/dev/null`.
 const GATE: &str = "read -r _ || :; exec </dev/null; ";
 
 /// The `PATH` a container gets when its environment sets none (Docker's default).
@@ -71,14 +76,13 @@ fn make_fifo(path: &Path) -> io::Result<()> {
 }
 
 /// Starts `argv` under the shim in its own process group, with exactly `env` (plus a default
-/// `PATH`) and `working_dir`, its output to the FIFOs of `files` (created here). A `gated` shim
-/// waits for [`open_gate`] before it runs the command.
+/// `PATH`) and `working_dir`, its output to the FIFOs of `files` (created here). The shim waits
+/// for [`open_gate`] before it runs the command.
 pub(crate) fn spawn(
-    argv: &[String],
+    argv: &[OsString],
     env: &[(String, String)],
     working_dir: Option<&Path>,
     files: &ProcessFiles,
-    gated: bool,
 ) -> io::Result<tokio::process::Child> {
     make_fifo(&files.stdout)?;
     make_fifo(&files.stderr)?;
@@ -87,15 +91,11 @@ pub(crate) fn spawn(
     let mut command = tokio::process::Command::new("/bin/sh");
     command
         .arg("-c")
-        .arg(if gated {
-            format!("{GATE}{SHIM}")
-        } else {
-            SHIM.to_owned()
-        })
+        .arg(format!("{GATE}{SHIM}"))
         .arg(&files.exit_code)
         .args(argv)
         .env_clear()
-        .stdin(if gated { Stdio::piped() } else { Stdio::null() })
+        .stdin(Stdio::piped())
         .stdout(Stdio::from(open(&files.stdout)?))
         .stderr(Stdio::from(open(&files.stderr)?))
         .process_group(0)
@@ -110,7 +110,7 @@ pub(crate) fn spawn(
     command.spawn()
 }
 
-/// Lets a gated shim run its command (closes its stdin).
+/// Lets the shim run its command (closes its stdin).
 pub(crate) fn open_gate(child: &mut tokio::process::Child) {
     drop(child.stdin.take());
 }
