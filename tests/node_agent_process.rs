@@ -7,9 +7,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use orchestra::core::api::{Api, Client, DeleteParams};
+use orchestra::core::api::{Api, Client, DeleteParams, ListParams};
 use orchestra::core::controllers::manager::ControllerManager;
-use orchestra::core::k8s::api::core::v1::Pod;
+use orchestra::core::k8s::api::core::v1::{Event, Pod};
 use orchestra::core::store::MemoryStore;
 use support::{
     container_id, create_hello_deployment, http_get, http_post, is_ready, node_config, node_of,
@@ -38,6 +38,32 @@ async fn a_deployment_runs_as_processes_restarts_crashes_stops_gracefully_and_su
         let answer = http_get(&pod_ip(pod), "/").unwrap_or_default();
         assert_eq!(answer, format!("hello from {name} (version 1)\n"));
         assert_eq!(node_of(pod), Some("node-1"));
+    }
+    // Each pod's events say its container was created and started, and where it runs from.
+    let events = Api::<Event>::namespaced(client.clone(), "default");
+    for pod in &pods {
+        let name = pod.metadata.name.clone().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let told: Vec<(String, String)> = events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some(name.as_str()))
+                .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+                .collect();
+            let started = (
+                "Started".to_owned(),
+                "Started container hello (on the host filesystem: image hello:1 is not in the node's image store)".to_owned(),
+            );
+            if told.contains(&started) && told.iter().any(|(reason, _)| reason == "Created") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}'s events: {told:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     // A crash: the container is restarted, and again after the back-off.
