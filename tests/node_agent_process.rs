@@ -19,6 +19,26 @@ use support::{
 
 const RANGE: &str = "127.91.0.0/16";
 
+/// Kills with SIGKILL the process listening on port 8080 of `ip` (found with `ss`).
+fn kill_listener(ip: &str) {
+    let output = std::process::Command::new("ss")
+        .args(["-Hltnp", "src", &format!("{ip}:8080")])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let pid: i32 = listing
+        .split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no process listens on {ip}:8080: {listing:?}"));
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_runs_as_processes_restarts_crashes_stops_gracefully_and_survives_an_agent_restart()
  {
@@ -69,8 +89,13 @@ async fn a_deployment_runs_as_processes_restarts_crashes_stops_gracefully_and_su
     // A crash: the container is restarted, and again after the back-off.
     let victim = pods[0].metadata.name.clone().unwrap();
     let victim_ip = pod_ip(&pods[0]);
-    for expected in 1..=2 {
-        http_post(&victim_ip, "/exit?code=3");
+    // First it exits with 3 on request, then its process is killed with SIGKILL (137).
+    for (expected, exit_code) in [(1, 3), (2, 137)] {
+        if exit_code == 3 {
+            http_post(&victim_ip, "/exit?code=3");
+        } else {
+            kill_listener(&victim_ip);
+        }
         let pods = wait_pods(&client, "the crashed container restarted", |pods| {
             pods.iter().any(|p| {
                 p.metadata.name.as_deref() == Some(victim.as_str())
@@ -93,7 +118,7 @@ async fn a_deployment_runs_as_processes_restarts_crashes_stops_gracefully_and_su
             .last_state
             .clone()
             .unwrap_or_default();
-        assert_eq!(last.terminated.map(|t| t.exit_code), Some(3));
+        assert_eq!(last.terminated.map(|t| t.exit_code), Some(exit_code));
         assert_eq!(pod_ip(pod), victim_ip, "the pod keeps its address");
     }
 
