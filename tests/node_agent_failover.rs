@@ -17,8 +17,8 @@ use orchestra::core::controllers::node_lifecycle::{NodeLifecycleConfig, UNREACHA
 use orchestra::core::k8s::api::core::v1::{Node, Pod};
 use orchestra::core::store::MemoryStore;
 use support::{
-    create_hello_deployment, http_get, is_running_ready, node_config, node_of, pod_ip,
-    remove_everything, running_ready, start_agent, start_control_plane, wait_pods,
+    StopProcesses, create_hello_deployment, http_get, is_running_ready, node_config, node_of,
+    pod_ip, running_ready, start_agent, start_control_plane, wait_pods,
 };
 
 fn ready_status(node: &Node) -> String {
@@ -65,6 +65,8 @@ fn on_node<'a>(pods: &'a [Pod], node: &str) -> Vec<&'a Pod> {
 async fn pods_of_a_lost_node_are_replaced_on_the_other_and_cleaned_up_when_it_returns() {
     let dir_a = tempfile::tempdir().unwrap();
     let dir_b = tempfile::tempdir().unwrap();
+    let _stop_a = StopProcesses(dir_a.path().to_owned());
+    let _stop_b = StopProcesses(dir_b.path().to_owned());
     let client = Client::builder(MemoryStore::new())
         .default_toleration_seconds(Duration::from_secs(2), Duration::from_secs(2))
         .build();
@@ -189,6 +191,4 @@ async fn pods_of_a_lost_node_are_replaced_on_the_other_and_cleaned_up_when_it_re
     for running in control_plane {
         running.stop().await;
     }
-    remove_everything(dir_a.path()).await;
-    remove_everything(dir_b.path()).await;
 }

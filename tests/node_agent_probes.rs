@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use orchestra::core::api::{Api, Client, PostParams};
@@ -14,8 +13,8 @@ use orchestra::core::k8s::api::core::v1::{ContainerStatus, Pod};
 use orchestra::core::store::MemoryStore;
 use serde_json::json;
 use support::{
-    container_id, hello_server, http_get, http_post, is_ready, node_config, pod_ip,
-    remove_everything, restart_count, start_agent, start_control_plane, wait_pods,
+    StopProcesses, container_id, hello_server, http_get, http_post, is_ready, node_config, pod_ip,
+    restart_count, start_agent, start_control_plane, wait_pods,
 };
 
 const RANGE: &str = "127.92.0.0/16";
@@ -86,27 +85,6 @@ async fn wait_for(what: &str, done: impl Fn() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Stops the processes of the runtime whose state is in `dir/runtime` when dropped, also when
-/// the test fails: they outlive the test process (a restarted agent adopts them), and would hold
-/// their addresses against the next run.
-struct StopProcesses(PathBuf);
-
-impl Drop for StopProcesses {
-    fn drop(&mut self) {
-        let dir = self.0.clone();
-        // Another thread: this one may be inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                runtime.block_on(remove_everything(&dir));
-            }
-        })
-        .join();
     }
 }
 

@@ -12,8 +12,8 @@ use orchestra::core::controllers::manager::ControllerManager;
 use orchestra::core::k8s::api::core::v1::{Event, Pod};
 use orchestra::core::store::MemoryStore;
 use support::{
-    container_id, create_hello_deployment, http_get, http_post, is_ready, node_config, node_of,
-    pod_ip, remove_everything, restart_count, running_ready, start_agent, start_control_plane,
+    StopProcesses, container_id, create_hello_deployment, http_get, http_post, is_ready,
+    node_config, node_of, pod_ip, restart_count, running_ready, start_agent, start_control_plane,
     wait_pods,
 };
 
@@ -43,6 +43,7 @@ fn kill_listener(ip: &str) {
 async fn a_deployment_runs_as_processes_restarts_crashes_stops_gracefully_and_survives_an_agent_restart()
  {
     let dir = tempfile::tempdir().unwrap();
+    let _stop_processes = StopProcesses(dir.path().to_owned());
     let client = Client::new(MemoryStore::new());
     client.bootstrap().await.unwrap();
     let control_plane = start_control_plane(&client, ControllerManager::new(client.clone()));
@@ -175,6 +176,4 @@ async fn a_deployment_runs_as_processes_restarts_crashes_stops_gracefully_and_su
     for running in control_plane {
         running.stop().await;
     }
-    // Leave no process behind.
-    remove_everything(dir.path()).await;
 }

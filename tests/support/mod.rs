@@ -146,7 +146,7 @@ pub(crate) async fn remove_everything(dir: &Path) {
 }
 
 /// Creates the Deployment `name` of `replicas` hello_server replicas (listening on 8080 of their
-/// pod address) with `terminationGracePeriodSeconds: 5`.
+/// pod address, Ready once `/readyz` answers) with `terminationGracePeriodSeconds: 5`.
 pub(crate) async fn create_hello_deployment(client: &Client, name: &str, replicas: i32) {
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "default"},
@@ -166,6 +166,10 @@ pub(crate) async fn create_hello_deployment(client: &Client, name: &str, replica
                             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                         ],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/readyz", "port": 8080},
+                            "periodSeconds": 1,
+                        },
                     }],
                 },
             },
@@ -276,4 +280,25 @@ pub(crate) fn pod_ip(pod: &Pod) -> String {
 /// The node the pod is bound to.
 pub(crate) fn node_of(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+}
+
+/// Stops the processes of the runtime whose state is in `dir/runtime` when dropped, also when
+/// the test fails: they outlive the test process (a restarted agent adopts them), and would hold
+/// their addresses against the next run.
+pub(crate) struct StopProcesses(pub(crate) PathBuf);
+
+impl Drop for StopProcesses {
+    fn drop(&mut self) {
+        let dir = self.0.clone();
+        // Another thread: this one may be inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(remove_everything(&dir));
+            }
+        })
+        .join();
+    }
 }
