@@ -25,7 +25,7 @@ use super::environment::ConfigMaps;
 use super::heartbeat::{Heartbeat, NodeConfig};
 use super::host::NodeResources;
 use super::pod_status::pod_status;
-use super::pod_worker::PodWorker;
+use super::pod_worker::{PodWorker, unwanted_sandboxes};
 use crate::api::{Api, Client, DeleteParams, PostParams};
 use crate::clock::{Clock, SystemClock};
 use crate::container_runtime::ContainerRuntime;
@@ -50,6 +50,9 @@ pub struct NodeAgentConfig {
     pub resync: Duration,
     /// How many pods are synced at once, at most.
     pub parallel_syncs: usize,
+    /// How often the runtime's sandboxes are checked against the node's pods, those of pods
+    /// that are gone being stopped (kubelet's housekeeping, every 2 s).
+    pub housekeeping: Duration,
 }
 
 impl NodeAgentConfig {
@@ -60,6 +63,7 @@ impl NodeAgentConfig {
             backoff: BackOffConfig::default(),
             resync: Duration::from_secs(1),
             parallel_syncs: 32,
+            housekeeping: Duration::from_secs(2),
         }
     }
 }
@@ -101,7 +105,9 @@ struct Syncer {
 /// One pod's worker, and what the agent knows of its syncs.
 #[derive(Debug)]
 struct PodSlot {
-    worker: Arc<Mutex<PodWorker>>,
+    /// `None` once the pod is being stopped: a sync that was waiting its turn then does
+    /// nothing (it would start the pod again).
+    worker: Arc<Mutex<Option<PodWorker>>>,
     /// The resource version the last sync saw or wrote (a change after it calls for a sync).
     synced_version: Option<String>,
     /// A sync is running.
@@ -326,6 +332,9 @@ impl NodeAgent {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(self.config.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(self.config.housekeeping);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = false;
         loop {
             tokio::select! {
                 biased;
@@ -356,6 +365,7 @@ impl NodeAgent {
                         slot.dirty = true;
                     }
                 }
+                _ = housekeeping.tick() => sweep = true,
                 Some(_) = terminations.join_next(), if !terminations.is_empty() => {}
             }
             if !reader.is_ready() {
@@ -374,7 +384,7 @@ impl NodeAgent {
                 }
                 if pod.metadata.deletion_timestamp.is_none() {
                     let slot = slots.entry(uid.clone()).or_insert_with(|| PodSlot {
-                        worker: Arc::new(Mutex::new(template.split_off(&uid))),
+                        worker: Arc::new(Mutex::new(Some(template.split_off(&uid)))),
                         synced_version: None,
                         syncing: false,
                         dirty: true,
@@ -392,7 +402,10 @@ impl NodeAgent {
                     syncs.spawn(async move {
                         let _permit = permits.acquire_owned().await;
                         let mut worker = worker.lock().await;
-                        let version = syncer.sync_pod(&mut worker, &pod).await;
+                        let version = match worker.as_mut() {
+                            Some(worker) => syncer.sync_pod(worker, &pod).await,
+                            None => None,
+                        };
                         Synced { uid, version }
                     });
                     continue;
@@ -410,9 +423,12 @@ impl NodeAgent {
                 let precondition = uid.clone();
                 let pod = Arc::clone(pod);
                 let handle = terminations.spawn(async move {
-                    let termination = match worker {
-                        Some(worker) => {
-                            let mut worker = worker.lock().await;
+                    let retired = match worker {
+                        Some(worker) => worker.lock().await.take(),
+                        None => None,
+                    };
+                    let termination = match retired {
+                        Some(mut worker) => {
                             let termination = worker.termination(&precondition);
                             worker.forget(&pod);
                             termination
@@ -440,6 +456,28 @@ impl NodeAgent {
                 });
                 terminating.insert(uid, handle);
             }
+            // Sandboxes no pod of the node asks for (a sync that started one for a pod deleted
+            // meanwhile): stopped with the default grace period.
+            if std::mem::take(&mut sweep) {
+                let wanted = |uid: &str| {
+                    known.contains(uid) || terminating.contains_key(uid) || slots.contains_key(uid)
+                };
+                match unwanted_sandboxes(&self.runtime, self.network.as_ref(), wanted).await {
+                    Ok(unwanted) => {
+                        for (uid, termination) in unwanted {
+                            let handle = terminations.spawn(async move {
+                                if let Err(error) = termination.run(Duration::from_secs(30)).await {
+                                    eprintln!(
+                                        "node agent: stopping a sandbox no pod wants: {error}"
+                                    );
+                                }
+                            });
+                            terminating.insert(uid, handle);
+                        }
+                    }
+                    Err(error) => eprintln!("node agent: listing the sandboxes: {error}"),
+                }
+            }
             // Pods gone from the Api while their containers still run (a forced deletion, or
             // left by a previous agent): stopped with the default grace period.
             let orphans: Vec<String> = slots
@@ -453,9 +491,12 @@ impl NodeAgent {
                 let adopted = template.split_off(&uid);
                 let forgotten = uid.clone();
                 let handle = terminations.spawn(async move {
-                    let termination = match worker {
-                        Some(worker) => {
-                            let mut worker = worker.lock().await;
+                    let retired = match worker {
+                        Some(worker) => worker.lock().await.take(),
+                        None => None,
+                    };
+                    let termination = match retired {
+                        Some(mut worker) => {
                             let termination = worker.termination(&forgotten);
                             worker.forget_uid(&forgotten);
                             termination

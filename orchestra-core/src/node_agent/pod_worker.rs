@@ -672,6 +672,43 @@ impl PodWorker {
     }
 }
 
+/// What stopping the sandboxes of pods that are not in `wanted` takes: every sandbox of
+/// `runtime` labelled with a pod uid `wanted` refuses, whatever its state (kubelet's
+/// housekeeping: what no pod asks for does not run). The agent runs it now and then, so that a
+/// sandbox started for a pod deleted meanwhile never outlives it.
+///
+/// # Errors
+///
+/// The runtime's, when it cannot list its sandboxes.
+pub async fn unwanted_sandboxes(
+    runtime: &Arc<dyn ContainerRuntime>,
+    network: Option<&Arc<dyn PodNetwork>>,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, Termination)>, RuntimeError> {
+    let mut unwanted = Vec::new();
+    for sandbox in runtime
+        .list_pod_sandboxes(&PodSandboxFilter::default())
+        .await?
+    {
+        let Some(uid) = sandbox.labels.get(POD_UID_LABEL) else {
+            continue;
+        };
+        if wanted(uid) {
+            continue;
+        }
+        unwanted.push((
+            uid.clone(),
+            Termination {
+                runtime: Arc::clone(runtime),
+                network: network.cloned(),
+                sandbox_id: Some(sandbox.id.clone()),
+                network_key: PodWorker::network_key(uid, sandbox.metadata.attempt),
+            },
+        ));
+    }
+    Ok(unwanted)
+}
+
 /// Stopping one pod: its containers with the grace period, its sandbox, its addresses
 /// ([`PodWorker::termination`]).
 #[derive(Debug)]
