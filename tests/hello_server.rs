@@ -1,27 +1,15 @@
 //! The `hello_server` example, run as the node agent runs it: a real process, real HTTP.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The example's binary, built by `cargo test` beside the test binaries.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = debug.join("examples").join("hello_server");
-    assert!(
-        path.exists(),
-        "{} is not built (cargo test builds the examples)",
-        path.display()
-    );
-    path
-}
-
 /// Starts the server with `args` on a free loopback port; the process and its address.
 fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, SocketAddr) {
-    let mut child = Command::new(binary())
+    let mut child = Command::new(support::hello_server())
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())

@@ -25,7 +25,7 @@ use super::environment::ConfigMaps;
 use super::heartbeat::{Heartbeat, NodeConfig};
 use super::host::NodeResources;
 use super::pod_status::pod_status;
-use super::pod_worker::{PodWorker, unwanted_sandboxes};
+use super::pod_worker::{PodWorker, Termination, unwanted_sandboxes};
 use crate::api::{Api, Client, DeleteParams, PostParams};
 use crate::clock::{Clock, SystemClock};
 use crate::container_runtime::ContainerRuntime;
@@ -227,6 +227,24 @@ impl Syncer {
     }
 }
 
+/// What stopping the pod with uid `uid` takes: its worker's termination, once a sync in flight
+/// is done (the worker is retired, so that no sync waiting its turn starts the pod again), or
+/// else what a previous agent left of it (`adopted`). The retired worker is dropped, and its
+/// probes with it.
+async fn retire(
+    worker: Option<Arc<Mutex<Option<PodWorker>>>>,
+    adopted: PodWorker,
+    uid: &str,
+) -> Option<Termination> {
+    let retired = match worker {
+        Some(worker) => worker.lock().await.take(),
+        None => None,
+    };
+    retired
+        .and_then(|worker| worker.termination(uid))
+        .or_else(|| adopted.termination(uid))
+}
+
 impl NodeAgent {
     /// An agent for `config.node`, running pods through `runtime`.
     pub fn new(
@@ -421,21 +439,8 @@ impl NodeAgent {
                 );
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 let precondition = uid.clone();
-                let pod = Arc::clone(pod);
                 let handle = terminations.spawn(async move {
-                    let retired = match worker {
-                        Some(worker) => worker.lock().await.take(),
-                        None => None,
-                    };
-                    let termination = match retired {
-                        Some(mut worker) => {
-                            let termination = worker.termination(&precondition);
-                            worker.forget(&pod);
-                            termination
-                        }
-                        None => adopted.termination(&precondition),
-                    };
-                    if let Some(termination) = termination
+                    if let Some(termination) = retire(worker, adopted, &precondition).await
                         && let Err(error) = termination.run(grace).await
                     {
                         eprintln!("node agent: stopping pod {name}: {error}");
@@ -491,19 +496,7 @@ impl NodeAgent {
                 let adopted = template.split_off(&uid);
                 let forgotten = uid.clone();
                 let handle = terminations.spawn(async move {
-                    let retired = match worker {
-                        Some(worker) => worker.lock().await.take(),
-                        None => None,
-                    };
-                    let termination = match retired {
-                        Some(mut worker) => {
-                            let termination = worker.termination(&forgotten);
-                            worker.forget_uid(&forgotten);
-                            termination
-                        }
-                        None => adopted.termination(&forgotten),
-                    };
-                    if let Some(termination) = termination
+                    if let Some(termination) = retire(worker, adopted, &forgotten).await
                         && let Err(error) = termination.run(Duration::from_secs(30)).await
                     {
                         eprintln!("node agent: stopping an orphaned pod: {error}");
