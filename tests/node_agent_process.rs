@@ -171,6 +171,18 @@ async fn a_deployment_runs_as_processes_restarts_crashes_stops_gracefully_and_su
         "{:?}",
         asked.elapsed()
     );
+    let stopping = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.involved_object.name.as_deref() == Some(deleted.as_str())
+                && e.reason.as_deref() == Some("Killing")
+                && e.message.as_deref() == Some("Stopping container hello")
+        });
+    assert!(stopping, "no Killing event for {deleted}");
 
     agent.stop().await;
     for running in control_plane {

@@ -30,7 +30,7 @@ use crate::api::{Api, Client, DeleteParams, PostParams};
 use crate::clock::{Clock, SystemClock};
 use crate::container_runtime::ContainerRuntime;
 use crate::pod_network::PodNetwork;
-use crate::runtime::events::EventRecorder;
+use crate::runtime::events::{EventRecorder, EventType};
 use crate::runtime::reflector;
 use crate::runtime::watcher::{WatcherConfig, watcher};
 use crate::status::StatusError;
@@ -430,6 +430,14 @@ impl NodeAgent {
                 }
                 // Stop it in its own task (after a sync in flight), then remove the pod object
                 // for good.
+                for container in pod.spec.iter().flat_map(|spec| &spec.containers) {
+                    syncer.events.event(
+                        &**pod,
+                        EventType::Normal,
+                        "Killing",
+                        &format!("Stopping container {}", container.name),
+                    );
+                }
                 let worker = slots.remove(&uid).map(|slot| slot.worker);
                 let adopted = template.split_off(&uid);
                 let grace = grace_of(pod);
