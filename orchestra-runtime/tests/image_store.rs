@@ -3,172 +3,21 @@
 //! reopening, removal, the CRI `ImageService`, and broken archives.
 #![cfg(feature = "image")]
 
+mod support;
+
 use std::error::Error;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use orchestra_core::container_runtime::{ImageService, RuntimeError};
 use orchestra_runtime::image::{ImageError, ImageStore, resolve_user};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
-use tar::{EntryType, Header};
-
-type TestResult = Result<(), Box<dyn Error>>;
-
-/// A temporary directory, deleted even when it holds directories their owner cannot read (as
-/// the root filesystems a store not running as root unpacks may).
-struct TestDir(tempfile::TempDir);
-
-impl TestDir {
-    fn new() -> std::io::Result<TestDir> {
-        tempfile::tempdir().map(TestDir)
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let mut dirs = vec![self.0.path().to_owned()];
-        while let Some(dir) = dirs.pop() {
-            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                    dirs.push(entry.path());
-                }
-            }
-        }
-    }
-}
-
-fn sha256(data: &[u8]) -> String {
-    let digest = Sha256::digest(data);
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
-fn hex(digest: &str) -> &str {
-    digest.trim_start_matches("sha256:")
-}
-
-fn gzip(data: &[u8]) -> Result<Vec<u8>, Box<dyn Error>> {
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-    encoder.write_all(data)?;
-    Ok(encoder.finish()?)
-}
-
-/// A tar being written, with entries of every kind, including ones the `tar` crate would not
-/// write by their path (`..`, absolute paths).
-struct Tar {
-    builder: tar::Builder<Vec<u8>>,
-}
-
-impl Tar {
-    fn new() -> Tar {
-        Tar {
-            builder: tar::Builder::new(Vec::new()),
-        }
-    }
-
-    fn header(kind: EntryType, mode: u32, size: u64) -> Header {
-        let mut header = Header::new_gnu();
-        header.set_entry_type(kind);
-        header.set_mode(mode);
-        header.set_size(size);
-        header.set_mtime(1_700_000_000);
-        header.set_uid(0);
-        header.set_gid(0);
-        header
-    }
-
-    fn dir(mut self, path: &str, mode: u32) -> Result<Tar, Box<dyn Error>> {
-        let mut header = Tar::header(EntryType::Directory, mode, 0);
-        self.builder.append_data(&mut header, path, &[][..])?;
-        Ok(self)
-    }
-
-    fn file(self, path: &str, data: &[u8]) -> Result<Tar, Box<dyn Error>> {
-        self.file_with(path, data, 0o644, 0)
-    }
-
-    fn file_with(
-        mut self,
-        path: &str,
-        data: &[u8],
-        mode: u32,
-        owner: u64,
-    ) -> Result<Tar, Box<dyn Error>> {
-        let mut header = Tar::header(EntryType::Regular, mode, data.len() as u64);
-        header.set_uid(owner);
-        header.set_gid(owner);
-        self.builder.append_data(&mut header, path, data)?;
-        Ok(self)
-    }
-
-    fn symlink(mut self, path: &str, target: &str) -> Result<Tar, Box<dyn Error>> {
-        let mut header = Tar::header(EntryType::Symlink, 0o777, 0);
-        self.builder.append_link(&mut header, path, target)?;
-        Ok(self)
-    }
-
-    fn hardlink(mut self, path: &str, target: &str) -> Result<Tar, Box<dyn Error>> {
-        let mut header = Tar::header(EntryType::Link, 0o644, 0);
-        self.builder.append_link(&mut header, path, target)?;
-        Ok(self)
-    }
-
-    /// An entry whose name and link name are written as given, unchecked.
-    fn raw(
-        mut self,
-        kind: EntryType,
-        name: &str,
-        link: &str,
-        data: &[u8],
-    ) -> Result<Tar, Box<dyn Error>> {
-        if name.len() > 100 || link.len() > 100 {
-            return Err(format!("{name:?} or {link:?} is too long for a raw entry").into());
-        }
-        let mut header = Tar::header(kind, 0o644, data.len() as u64);
-        let gnu = header.as_gnu_mut().ok_or("not a GNU header")?;
-        gnu.name = [0; 100];
-        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
-        gnu.linkname = [0; 100];
-        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
-        header.set_cksum();
-        self.builder.append(&header, data)?;
-        Ok(self)
-    }
-
-    fn finish(self) -> Result<Vec<u8>, Box<dyn Error>> {
-        Ok(self.builder.into_inner()?)
-    }
-}
-
-/// An image's configuration, with the diff ids of its (uncompressed) layers.
-fn config_json(layers: &[&[u8]], runtime: serde_json::Value) -> Vec<u8> {
-    let diff_ids: Vec<String> = layers.iter().map(|layer| sha256(layer)).collect();
-    let config = json!({
-        "architecture": host_architecture(),
-        "os": "linux",
-        "config": runtime,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    });
-    config.to_string().into_bytes()
-}
-
-fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
+use support::{
+    Tar, TestDir, TestResult, busybox_archive, config_json, docker_save, gzip, hex,
+    host_architecture, host_busybox, is_root, is_static, sha256, skip, write,
+};
+use tar::EntryType;
 
 /// A layer blob as stored: its bytes and media type.
 struct Blob {
@@ -243,32 +92,6 @@ impl OciLayout {
     }
 }
 
-/// A `docker save` archive (the format of Docker before 25: `<hex>.json`, `<n>/layer.tar`),
-/// `manifest.json` last.
-fn docker_save(
-    config: &[u8],
-    layers: &[Vec<u8>],
-    repo_tags: &[&str],
-) -> Result<Vec<u8>, Box<dyn Error>> {
-    let config_name = format!("{}.json", hex(&sha256(config)));
-    let mut tar = Tar::new().file(&config_name, config)?;
-    let mut layer_names = Vec::new();
-    for (position, layer) in layers.iter().enumerate() {
-        let name = format!("{position}/layer.tar");
-        tar = tar.dir(&position.to_string(), 0o755)?.file(&name, layer)?;
-        layer_names.push(name);
-    }
-    let manifest =
-        json!([{"Config": config_name, "RepoTags": repo_tags, "Layers": layer_names}]).to_string();
-    tar.file("manifest.json", manifest.as_bytes())?.finish()
-}
-
-fn write(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf, Box<dyn Error>> {
-    let path = dir.join(name);
-    fs::write(&path, data)?;
-    Ok(path)
-}
-
 fn mode(path: &Path) -> Result<u32, Box<dyn Error>> {
     Ok(fs::symlink_metadata(path)?.permissions().mode() & 0o7777)
 }
@@ -279,10 +102,6 @@ fn names(dir: &Path) -> Result<Vec<String>, Box<dyn Error>> {
         .collect::<Result<Vec<_>, std::io::Error>>()?;
     names.sort();
     Ok(names)
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 /// An image with two layers, the second deleting, making opaque, and adding.
@@ -587,52 +406,13 @@ fn a_docker_save_archive_with_gzip_layers_imports() -> TestResult {
     Ok(())
 }
 
-/// The host's busybox, if it has one (`ORCHESTRA_TEST_BUSYBOX` names another).
-fn host_busybox() -> Option<PathBuf> {
-    let path = std::env::var_os("ORCHESTRA_TEST_BUSYBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
-    path.is_file().then_some(path)
-}
-
 #[test]
 fn a_busybox_image_from_the_host_runs_from_its_rootfs() -> TestResult {
-    let Some(busybox_path) = host_busybox() else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            return Err(
-                "CI=true but /bin/busybox is missing: install Debian's busybox-static".into(),
-            );
-        }
-        eprintln!(
-            "skipping the busybox image: no /bin/busybox on this host (Debian: busybox-static)"
-        );
-        return Ok(());
+    let Some(busybox) = host_busybox() else {
+        return skip("no /bin/busybox on this host (Debian: busybox-static)");
     };
-    let busybox = fs::read(&busybox_path)?;
     let dir = TestDir::new()?;
-    let layer = Tar::new()
-        .dir("bin", 0o755)?
-        .file_with("bin/busybox", &busybox, 0o755, 0)?
-        .symlink("bin/sh", "busybox")?
-        .symlink("bin/echo", "/bin/busybox")?
-        .symlink("bin/cat", "busybox")?
-        .dir("etc", 0o755)?
-        .file(
-            "etc/passwd",
-            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
-        )?
-        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")?
-        .dir("tmp", 0o1777)?
-        .finish()?;
-    let config = config_json(
-        &[&layer],
-        json!({"Cmd": ["sh"], "Env": ["PATH=/bin"], "User": "nobody"}),
-    );
-    let archive = write(
-        dir.path(),
-        "busybox.tar",
-        &docker_save(&config, &[gzip(&layer)?], &["busybox"])?,
-    )?;
+    let archive = busybox_archive(&busybox, dir.path())?;
     let store = ImageStore::open(dir.path().join("store"))?;
     store.import(&archive)?;
 
@@ -652,10 +432,7 @@ fn a_busybox_image_from_the_host_runs_from_its_rootfs() -> TestResult {
     assert_eq!(output.stdout, b"hello from the image\n");
 
     // And, as root with a static busybox, inside it.
-    let dynamic = busybox
-        .windows(8)
-        .any(|window| window == b"/ld-linu" || window == b"ld-musl-");
-    if !is_root() || dynamic {
+    if !is_root() || !is_static(&busybox) {
         eprintln!("not running busybox under chroot (needs root and a static busybox)");
         return Ok(());
     }
@@ -764,38 +541,29 @@ fn entries_escaping_the_rootfs_are_refused_and_nothing_is_written_outside() -> T
     let outside_str = outside.to_str().ok_or("non-UTF-8 temp dir")?;
     let escape_name = format!("orchestra-image-store-test-escape-{}", std::process::id());
 
-    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
-        (
-            "parent",
-            vec![
-                Tar::new()
-                    .raw(EntryType::Regular, "../x", "", b"x")?
-                    .finish()?,
-            ],
-        ),
+    // A layer of one entry, written as given; one whose entry follows a symlink `link` to
+    // `outside`.
+    type Layers = Vec<Vec<u8>>;
+    let raw = |kind, name: &str, link: &str, data: &[u8]| -> Result<Layers, Box<dyn Error>> {
+        Ok(vec![Tar::new().raw(kind, name, link, data)?.finish()?])
+    };
+    let after_link = |kind, name: &str, link: &str| -> Result<Layers, Box<dyn Error>> {
+        let tar = Tar::new().symlink("link", outside_str)?;
+        Ok(vec![tar.raw(kind, name, link, b"")?.finish()?])
+    };
+    let cases: Vec<(&str, Layers)> = vec![
+        ("parent", raw(EntryType::Regular, "../x", "", b"x")?),
         (
             "deep parent",
-            vec![
-                Tar::new()
-                    .raw(EntryType::Regular, "../../../../../x", "", b"x")?
-                    .finish()?,
-            ],
+            raw(EntryType::Regular, "../../../../../x", "", b"x")?,
         ),
         (
             "absolute",
-            vec![
-                Tar::new()
-                    .raw(EntryType::Regular, &format!("/etc/{escape_name}"), "", b"x")?
-                    .finish()?,
-            ],
+            raw(EntryType::Regular, &format!("/etc/{escape_name}"), "", b"x")?,
         ),
         (
             "absolute in tmp",
-            vec![
-                Tar::new()
-                    .raw(EntryType::Regular, &format!("{outside_str}/x"), "", b"x")?
-                    .finish()?,
-            ],
+            raw(EntryType::Regular, &format!("{outside_str}/x"), "", b"x")?,
         ),
         (
             "through a symlink",
@@ -834,59 +602,32 @@ fn entries_escaping_the_rootfs_are_refused_and_nothing_is_written_outside() -> T
         ),
         (
             "a whiteout through a symlink",
-            vec![
-                Tar::new()
-                    .symlink("link", outside_str)?
-                    .raw(EntryType::Regular, "link/.wh.victim", "", b"")?
-                    .finish()?,
-            ],
+            after_link(EntryType::Regular, "link/.wh.victim", "")?,
         ),
         (
             "an opaque whiteout through a symlink",
-            vec![
-                Tar::new()
-                    .symlink("link", outside_str)?
-                    .raw(EntryType::Regular, "link/.wh..wh..opq", "", b"")?
-                    .finish()?,
-            ],
+            after_link(EntryType::Regular, "link/.wh..wh..opq", "")?,
         ),
         (
             "a whiteout of the parent",
-            vec![
-                Tar::new()
-                    .raw(EntryType::Regular, "a/.wh...", "", b"")?
-                    .finish()?,
-            ],
+            raw(EntryType::Regular, "a/.wh...", "", b"")?,
         ),
         (
             "a hard link outside",
-            vec![
-                Tar::new()
-                    .raw(
-                        EntryType::Link,
-                        "x",
-                        &format!("../../../../../../{outside_str}/victim"),
-                        b"",
-                    )?
-                    .finish()?,
-            ],
+            raw(
+                EntryType::Link,
+                "x",
+                &format!("../../../../../../{outside_str}/victim"),
+                b"",
+            )?,
         ),
         (
             "an absolute hard link",
-            vec![
-                Tar::new()
-                    .raw(EntryType::Link, "x", &format!("{outside_str}/victim"), b"")?
-                    .finish()?,
-            ],
+            raw(EntryType::Link, "x", &format!("{outside_str}/victim"), b"")?,
         ),
         (
             "a hard link through a symlink",
-            vec![
-                Tar::new()
-                    .symlink("link", outside_str)?
-                    .raw(EntryType::Link, "x", "link/victim", b"")?
-                    .finish()?,
-            ],
+            after_link(EntryType::Link, "x", "link/victim")?,
         ),
     ];
     for (case, layers) in &cases {

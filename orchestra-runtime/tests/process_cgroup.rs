@@ -7,18 +7,20 @@
 //! skipped (saying why) otherwise.
 #![cfg(feature = "process")]
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod support;
 
-use futures_util::StreamExt;
-use orchestra_core::container_runtime::{
-    ContainerConfig, ContainerMetadata, ContainerResources, ContainerRuntime, ContainerState,
-    ContainerStatus, LogOptions, PodSandboxConfig, PodSandboxMetadata,
-};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orchestra_core::container_runtime::{ContainerConfig, ContainerResources, ContainerRuntime};
 use orchestra_runtime::process::cgroup::{CgroupSupport, Hierarchy};
 use orchestra_runtime::process::{ProcessRuntime, ProcessRuntimeOptions};
+use support::{run, run_to_exit, shell, skip, wait_for_log, wait_until};
 
 const MI: i64 = 1024 * 1024;
+
+/// How long a container is waited for (one filling its memory may take a while).
+const WITHIN: Duration = Duration::from_secs(30);
 
 /// A runtime over `state` whose containers' cgroups go under a parent of this test's own, and
 /// that parent; `None` (the test skipped) when cgroups cannot be used outside CI.
@@ -37,12 +39,10 @@ async fn runtime(state: &Path, test: &str) -> Option<(ProcessRuntime, Parent)> {
             Some((runtime, parent))
         }
         CgroupSupport::Unavailable(why) => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "cgroups must be usable in CI (run the tests as root): {why}"
-            );
-            eprintln!("skipped: the runtime cannot use cgroups here: {why}");
+            skip(&format!(
+                "the runtime cannot use cgroups here (run the tests as root): {why}"
+            ))
+            .unwrap();
             None
         }
     }
@@ -71,64 +71,19 @@ impl Drop for Parent {
     }
 }
 
-fn sandbox(name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: PodSandboxMetadata {
-            name: name.to_owned(),
-            namespace: "default".to_owned(),
-            uid: format!("uid-{name}"),
-            attempt: 0,
-        },
-        ..PodSandboxConfig::default()
-    }
-}
-
+/// A container `name` running `script` on the host with `resources`.
 fn container(name: &str, script: &str, resources: ContainerResources) -> ContainerConfig {
     ContainerConfig {
-        metadata: ContainerMetadata {
-            name: name.to_owned(),
-            attempt: 0,
-        },
-        image: "host".to_owned(),
-        command: vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()],
         resources,
-        ..ContainerConfig::default()
+        ..shell(name, script)
     }
 }
 
-/// Creates and starts `config` in a new sandbox; the container's id.
-async fn run(runtime: &ProcessRuntime, config: ContainerConfig) -> String {
-    let sandbox = sandbox(&config.metadata.name);
-    let sandbox_id = runtime.run_pod_sandbox(&sandbox).await.unwrap();
-    let id = runtime
-        .create_container(&sandbox_id, &config, &sandbox)
-        .await
-        .unwrap();
-    runtime.start_container(&id).await.unwrap();
-    id
-}
-
-/// Polls until `done` holds (at most 30 s).
-async fn wait_for<T>(what: &str, mut done: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = done() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn exited(runtime: &ProcessRuntime, id: &str) -> ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = runtime.container_status(id).await.unwrap();
-        if status.state == ContainerState::Exited {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting: {status:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// A limit of 64 MiB of memory, and no other.
+fn memory_limit() -> ContainerResources {
+    ContainerResources {
+        memory_limit_bytes: Some(64 * MI),
+        ..ContainerResources::default()
     }
 }
 
@@ -163,7 +118,9 @@ async fn a_container_runs_in_its_cgroup_with_its_limits() {
         memory_limit_bytes: Some(64 * MI),
         pids_limit: Some(64),
     };
-    let id = run(&runtime, container("limited", "sleep 60", limits)).await;
+    let id = run(&runtime, &container("limited", "sleep 60", limits))
+        .await
+        .unwrap();
     let status = runtime.container_status(&id).await.unwrap();
     assert_eq!(status.message, "", "{status:?}");
     let pid = status.pid.unwrap();
@@ -176,12 +133,13 @@ async fn a_container_runs_in_its_cgroup_with_its_limits() {
         assert_eq!(cgroup, expected, "{controller}");
         // ...and so is the command it started, once it has.
         let directory = parent.hierarchy.directory(controller, &cgroup).unwrap();
-        let processes = wait_for("the command in the cgroup", || {
+        let processes = wait_until(WITHIN, "the command is not in the cgroup", || {
             let procs = read(&directory.join("cgroup.procs"));
             let pids: Vec<u32> = procs.lines().filter_map(|p| p.parse().ok()).collect();
             (pids.len() >= 2).then_some(pids)
         })
-        .await;
+        .await
+        .unwrap();
         assert!(processes.contains(&pid), "{processes:?}");
     }
     let at = |controller: &str, file: &str| {
@@ -219,31 +177,19 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
     let Some((runtime, parent)) = runtime(state.path(), "oom").await else {
         return;
     };
-    let limits = ContainerResources {
-        memory_limit_bytes: Some(64 * MI),
-        ..ContainerResources::default()
-    };
     // `tail` keeps the last ten lines of its input: all 200 MiB of a file without any.
-    let hungry = run(
-        &runtime,
-        container("hungry", "head -c 200M /dev/zero | tail", limits),
-    )
-    .await;
-    let status = exited(&runtime, &hungry).await;
+    let hungry = container("hungry", "head -c 200M /dev/zero | tail", memory_limit());
+    let (hungry, status) = run_to_exit(&runtime, &hungry, WITHIN).await.unwrap();
     assert_eq!(status.exit_code, Some(137), "{status:?}");
     assert_eq!(status.reason, "OOMKilled", "{status:?}");
 
     // A container within its limit ends as usual.
-    let limits = ContainerResources {
-        memory_limit_bytes: Some(64 * MI),
-        ..ContainerResources::default()
-    };
-    let modest = run(
-        &runtime,
-        container("modest", "head -c 16M /dev/zero | tail | wc -c", limits),
-    )
-    .await;
-    let status = exited(&runtime, &modest).await;
+    let modest = container(
+        "modest",
+        "head -c 16M /dev/zero | tail | wc -c",
+        memory_limit(),
+    );
+    let (modest, status) = run_to_exit(&runtime, &modest, WITHIN).await.unwrap();
     assert_eq!(
         (status.exit_code, status.reason.as_str()),
         (Some(0), "Completed"),
@@ -272,25 +218,13 @@ async fn a_container_cannot_start_more_processes_than_its_limit() {
     };
     // The shim and the shell are two; two sleeps more are all it may start.
     let script = "for i in 1 2 3 4 5 6; do sleep 1 & done; wait";
-    let id = run(&runtime, container("forky", script, limits)).await;
-    let status = exited(&runtime, &id).await;
+    let forky = container("forky", script, limits);
+    let (id, status) = run_to_exit(&runtime, &forky, WITHIN).await.unwrap();
     assert_ne!(status.exit_code, Some(0), "{status:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<String> = runtime
-            .container_logs(&id, &LogOptions::default())
-            .await
-            .unwrap()
-            .map(|line| String::from_utf8_lossy(&line.unwrap().content).into_owned())
-            .collect()
-            .await;
-        // dash: "Cannot fork"; bash: "fork: retry: Resource temporarily unavailable".
-        if lines.iter().any(|line| line.contains("fork")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{status:?} {lines:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // dash: "Cannot fork"; bash: "fork: retry: Resource temporarily unavailable".
+    let said_fork = |lines: &[(_, String)]| lines.iter().any(|(_, line)| line.contains("fork"));
+    let waited = wait_for_log(&runtime, &id, Duration::from_secs(10), said_fork).await;
+    assert!(waited.is_ok(), "{status:?} {waited:?}");
     runtime.remove_container(&id).await.unwrap();
 }
 
@@ -301,12 +235,8 @@ async fn without_cgroups_a_container_runs_without_its_limits_and_says_so() {
     let runtime = ProcessRuntime::open_with_options(state.path(), options)
         .await
         .unwrap();
-    let limits = ContainerResources {
-        memory_limit_bytes: Some(64 * MI),
-        ..ContainerResources::default()
-    };
-    let id = run(&runtime, container("free", "exit 3", limits)).await;
-    let status = exited(&runtime, &id).await;
+    let free = container("free", "exit 3", memory_limit());
+    let (_, status) = run_to_exit(&runtime, &free, WITHIN).await.unwrap();
     assert_eq!(status.exit_code, Some(3));
     assert_eq!(status.reason, "Error");
     assert_eq!(
@@ -314,12 +244,8 @@ async fn without_cgroups_a_container_runs_without_its_limits_and_says_so() {
         "{status:?}"
     );
     // Without limits there is nothing to say.
-    let id = run(
-        &runtime,
-        container("plain", "exit 0", ContainerResources::default()),
-    )
-    .await;
-    let status = exited(&runtime, &id).await;
+    let plain = container("plain", "exit 0", ContainerResources::default());
+    let (_, status) = run_to_exit(&runtime, &plain, WITHIN).await.unwrap();
     assert_eq!(
         (status.reason.as_str(), status.message.as_str()),
         ("Completed", "")

@@ -9,249 +9,44 @@
 //! needs root: without them these tests fail if `CI=true`, and skip (saying why) otherwise.
 #![cfg(feature = "process")]
 
-use std::error::Error;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod support;
 
-use futures_util::StreamExt;
+use std::error::Error;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use orchestra_core::container_runtime::{
-    ContainerConfig, ContainerMetadata, ContainerRuntime, ContainerState, ContainerStatus,
-    IMAGE_ID_ANNOTATION, ImageService, LogOptions, PodSandboxConfig, PodSandboxMetadata,
+    ContainerRuntime, ContainerState, ContainerStatus, IMAGE_ID_ANNOTATION, ImageService,
     ROOTFS_ANNOTATION, ROOTFS_DETAIL_ANNOTATION, ROOTFS_HOST, ROOTFS_IMAGE, RuntimeError,
 };
 use orchestra_runtime::image::ImageStore;
 use orchestra_runtime::process::{ProcessRuntime, ProcessRuntimeOptions};
-use serde_json::json;
-use sha2::{Digest as _, Sha256};
-use tar::{EntryType, Header};
+use support::{
+    TestDir, TestResult, busybox_archive, container, host_busybox, is_root, is_static,
+    mounts_under, run, run_to_exit, sandbox, skip, wait_for_log,
+};
 
-type TestResult = Result<(), Box<dyn Error>>;
+/// How long a container is waited for.
+const WITHIN: Duration = Duration::from_secs(10);
 
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
+const NO_BUSYBOX: &str = "no static /bin/busybox on this host (Debian: busybox-static)";
+
+/// The host's busybox, if it is static (it runs chrooted).
+fn static_busybox() -> Option<Vec<u8>> {
+    host_busybox().filter(|busybox| is_static(busybox))
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Skips the test outside CI with `why`; fails it in CI.
-fn skip(why: &str) -> TestResult {
-    if in_ci() {
-        return Err(format!("CI=true, but {why}").into());
-    }
-    eprintln!("skipped: {why}");
-    Ok(())
-}
-
-/// The host's static busybox (`ORCHESTRA_TEST_BUSYBOX` names another), if it has one.
-fn host_busybox() -> Option<Vec<u8>> {
-    let path = std::env::var_os("ORCHESTRA_TEST_BUSYBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
-    let busybox = std::fs::read(path).ok()?;
-    let dynamic = busybox
-        .windows(8)
-        .any(|window| window == b"/ld-linu" || window == b"ld-musl-");
-    (!dynamic).then_some(busybox)
-}
-
-fn sha256(data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
-fn header(kind: EntryType, mode: u32, size: u64) -> Header {
-    let mut header = Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_size(size);
-    header.set_mtime(1_700_000_000);
-    header.set_uid(0);
-    header.set_gid(0);
-    header
-}
-
-/// A busybox image as a `docker save` archive, tagged `busybox` (so
-/// `docker.io/library/busybox:latest`): busybox and its applets in `/bin`, `nobody` in
-/// `/etc/passwd` as the image's user, `/tmp`, and a file `/image-marker` at the root.
-fn busybox_archive(busybox: &[u8], dir: &Path) -> Result<PathBuf, Box<dyn Error>> {
-    let mut layer = tar::Builder::new(Vec::new());
-    for (path, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777)] {
-        layer.append_data(&mut header(EntryType::Directory, mode, 0), path, &[][..])?;
-    }
-    let files: [(&str, &[u8], u32); 4] = [
-        ("bin/busybox", busybox, 0o755),
-        (
-            "etc/passwd",
-            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
-            0o644,
-        ),
-        ("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644),
-        ("image-marker", b"from the image\n", 0o644),
-    ];
-    for (path, data, mode) in files {
-        let mut entry = header(EntryType::Regular, mode, data.len() as u64);
-        layer.append_data(&mut entry, path, data)?;
-    }
-    for applet in ["sh", "cat", "ls", "id", "sleep", "test"] {
-        let mut entry = header(EntryType::Symlink, 0o777, 0);
-        layer.append_link(&mut entry, format!("bin/{applet}"), "busybox")?;
-    }
-    let layer = layer.into_inner()?;
-    let architecture = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let config = json!({
-        "architecture": architecture,
-        "os": "linux",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"], "User": "nobody"},
-        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
-    })
-    .to_string();
-    let config_name = format!(
-        "{}.json",
-        sha256(config.as_bytes()).trim_start_matches("sha256:")
-    );
-    let manifest = json!([{
-        "Config": config_name,
-        "RepoTags": ["busybox"],
-        "Layers": ["0/layer.tar"],
-    }])
-    .to_string();
-    let mut archive = tar::Builder::new(Vec::new());
-    let entries: [(&str, &[u8]); 3] = [
-        (&config_name, config.as_bytes()),
-        ("0/layer.tar", &layer),
-        ("manifest.json", manifest.as_bytes()),
-    ];
-    for (path, data) in entries {
-        let mut entry = header(EntryType::Regular, 0o644, data.len() as u64);
-        archive.append_data(&mut entry, path, data)?;
-    }
-    let path = dir.join("busybox.tar");
-    std::fs::write(&path, archive.into_inner()?)?;
-    Ok(path)
-}
-
-/// A runtime's state directory, with whatever a failed test left mounted in it detached before
-/// it is deleted (never deleting through a mount).
-struct StateDir(tempfile::TempDir);
-
-impl StateDir {
-    fn new() -> std::io::Result<StateDir> {
-        tempfile::tempdir().map(StateDir)
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        for point in mounts_under(self.0.path()).iter().rev() {
-            let _ = rustix::mount::unmount(point, rustix::mount::UnmountFlags::DETACH);
-        }
-    }
-}
-
-/// The mount points at or under `dir`, as `/proc/self/mountinfo` lists them.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| PathBuf::from(point.replace("\\040", " ")))
-        .filter(|point| point.starts_with(&dir))
-        .collect()
-}
-
-fn sandbox(name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: PodSandboxMetadata {
-            name: name.to_owned(),
-            namespace: "default".to_owned(),
-            uid: format!("uid-{name}"),
-            attempt: 0,
-        },
-        ..PodSandboxConfig::default()
-    }
-}
-
-fn container(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
-    ContainerConfig {
-        metadata: ContainerMetadata {
-            name: name.to_owned(),
-            attempt: 0,
-        },
-        image: image.to_owned(),
-        command: command.iter().map(|part| (*part).to_owned()).collect(),
-        ..ContainerConfig::default()
-    }
-}
-
-/// Creates and starts `config` in a new sandbox; the container's id.
-async fn run(runtime: &ProcessRuntime, config: &ContainerConfig) -> Result<String, RuntimeError> {
-    let sandbox = sandbox(&config.metadata.name);
-    let sandbox_id = runtime.run_pod_sandbox(&sandbox).await?;
-    let id = runtime
-        .create_container(&sandbox_id, config, &sandbox)
-        .await?;
-    runtime.start_container(&id).await?;
-    Ok(id)
-}
-
-/// Polls the container until `done` holds (at most 10 s).
-async fn wait_for(
-    runtime: &ProcessRuntime,
-    id: &str,
-    done: impl Fn(&ContainerStatus) -> bool,
-) -> Result<ContainerStatus, Box<dyn Error>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = runtime.container_status(id).await?;
-        if done(&status) {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("gave up waiting: {status:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The container's log lines, once the last one is `last` (at most 10 s).
+/// The container's log lines, once the last one is `last`.
 async fn lines_until(
     runtime: &ProcessRuntime,
     id: &str,
     last: &str,
 ) -> Result<Vec<String>, Box<dyn Error>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut lines = Vec::new();
-        for line in runtime
-            .container_logs(id, &LogOptions::default())
-            .await?
-            .collect::<Vec<_>>()
-            .await
-        {
-            lines.push(String::from_utf8_lossy(&line?.content).into_owned());
-        }
-        if lines.last().is_some_and(|line| line == last) {
-            return Ok(lines);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("gave up waiting for {last:?}: {lines:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let lines = wait_for_log(runtime, id, WITHIN, |lines| {
+        lines.last().is_some_and(|(_, line)| line == last)
+    })
+    .await?;
+    Ok(lines.into_iter().map(|(_, line)| line).collect())
 }
 
 fn annotation<'a>(status: &'a ContainerStatus, key: &str) -> &'a str {
@@ -261,13 +56,13 @@ fn annotation<'a>(status: &'a ContainerStatus, key: &str) -> &'a str {
 #[tokio::test]
 async fn an_imported_image_runs_chrooted_in_an_overlay_of_its_own_and_is_unmounted_on_removal()
 -> TestResult {
-    let Some(busybox) = host_busybox() else {
-        return skip("no static /bin/busybox on this host (Debian: busybox-static)");
+    let Some(busybox) = static_busybox() else {
+        return skip(NO_BUSYBOX);
     };
     if !is_root() {
         return skip("running chrooted needs root");
     }
-    let state = StateDir::new()?;
+    let state = TestDir::new()?;
     let runtime = ProcessRuntime::open(state.path()).await?;
     let archive = busybox_archive(&busybox, state.path())?;
     let imported = runtime.import_image(&archive).await?;
@@ -290,8 +85,7 @@ async fn an_imported_image_runs_chrooted_in_an_overlay_of_its_own_and_is_unmount
         ],
     );
     web.working_dir = Some("/tmp".into());
-    let web_id = run(&runtime, &web).await?;
-    let status = wait_for(&runtime, &web_id, |s| s.state == ContainerState::Exited).await?;
+    let (web_id, status) = run_to_exit(&runtime, &web, WITHIN).await?;
     let lines = lines_until(&runtime, &web_id, "done").await?;
     assert_eq!(status.exit_code, Some(0), "{lines:?} {status:?}");
     assert_eq!(lines[0], "hello");
@@ -383,13 +177,13 @@ async fn an_imported_image_runs_chrooted_in_an_overlay_of_its_own_and_is_unmount
 #[tokio::test]
 async fn without_an_overlay_a_container_is_chrooted_into_the_shared_root_filesystem() -> TestResult
 {
-    let Some(busybox) = host_busybox() else {
-        return skip("no static /bin/busybox on this host (Debian: busybox-static)");
+    let Some(busybox) = static_busybox() else {
+        return skip(NO_BUSYBOX);
     };
     if !is_root() {
         return skip("running chrooted needs root");
     }
-    let state = StateDir::new()?;
+    let state = TestDir::new()?;
     // overlayfs options cannot name a lower directory with a comma in its path.
     let store = ImageStore::open(state.path().join("images,shared"))?;
     let options = ProcessRuntimeOptions::default().with_image_store(store);
@@ -399,8 +193,7 @@ async fn without_an_overlay_a_container_is_chrooted_into_the_shared_root_filesys
         .await?;
     let mut reader = container("reader", "busybox", &["sh", "-c", "cat /image-marker; pwd"]);
     reader.working_dir = Some("/tmp".into());
-    let id = run(&runtime, &reader).await?;
-    let status = wait_for(&runtime, &id, |s| s.state == ContainerState::Exited).await?;
+    let (id, status) = run_to_exit(&runtime, &reader, WITHIN).await?;
     assert_eq!(
         lines_until(&runtime, &id, "/tmp").await?,
         ["from the image", "/tmp"]
@@ -424,10 +217,10 @@ async fn without_an_overlay_a_container_is_chrooted_into_the_shared_root_filesys
 
 #[tokio::test]
 async fn an_image_runs_from_its_files_without_a_chroot() -> TestResult {
-    let Some(busybox) = host_busybox() else {
-        return skip("no static /bin/busybox on this host (Debian: busybox-static)");
+    let Some(busybox) = static_busybox() else {
+        return skip(NO_BUSYBOX);
     };
-    let state = StateDir::new()?;
+    let state = TestDir::new()?;
     // As when the runtime does not run as root.
     let options = ProcessRuntimeOptions::default().without_chroot();
     let runtime = ProcessRuntime::open_with_options(state.path(), options).await?;
@@ -440,8 +233,7 @@ async fn an_image_runs_from_its_files_without_a_chroot() -> TestResult {
     hello.args = vec!["-c".to_owned(), "echo hello; pwd".to_owned()];
     hello.command = vec!["/bin/sh".to_owned()];
     hello.working_dir = Some("/tmp".into());
-    let id = run(&runtime, &hello).await?;
-    let status = wait_for(&runtime, &id, |s| s.state == ContainerState::Exited).await?;
+    let (id, status) = run_to_exit(&runtime, &hello, WITHIN).await?;
     let working_dir = rootfs.join("tmp").display().to_string();
     let lines = lines_until(&runtime, &id, &working_dir).await?;
     assert_eq!(lines, ["hello".to_owned(), working_dir]);
@@ -460,14 +252,10 @@ async fn an_image_runs_from_its_files_without_a_chroot() -> TestResult {
 
 #[tokio::test]
 async fn a_container_whose_image_is_not_imported_runs_on_the_host() -> TestResult {
-    let state = StateDir::new()?;
+    let state = TestDir::new()?;
     let runtime = ProcessRuntime::open(state.path()).await?;
-    let id = run(
-        &runtime,
-        &container("greeter", "not-imported:1", &["/bin/echo", "hi"]),
-    )
-    .await?;
-    let status = wait_for(&runtime, &id, |s| s.state == ContainerState::Exited).await?;
+    let greeter = container("greeter", "not-imported:1", &["/bin/echo", "hi"]);
+    let (id, status) = run_to_exit(&runtime, &greeter, WITHIN).await?;
     assert_eq!(lines_until(&runtime, &id, "hi").await?, ["hi"]);
     assert_eq!(status.exit_code, Some(0));
     assert_eq!(status.image, "not-imported:1");

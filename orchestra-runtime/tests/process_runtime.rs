@@ -1,87 +1,29 @@
 //! The process runtime with real processes: commands, environment, output, exit codes, graceful
 //! stop, exec, and adoption by a restarted runtime.
+#![cfg(feature = "process")]
+
+mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use orchestra_core::container_runtime::{
-    ContainerConfig, ContainerMetadata, ContainerRuntime, ContainerState, ContainerStatus,
-    LogOptions, LogStream, PodSandboxConfig, PodSandboxMetadata, RuntimeError,
+    ContainerConfig, ContainerRuntime, ContainerState, LogStream, RuntimeError,
 };
 use orchestra_runtime::process::ProcessRuntime;
+use support::{
+    exited, log_lines, run, run_to_exit, sandbox, shell, wait_for_log, wait_for_status, wait_until,
+};
 
-fn sandbox(name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: PodSandboxMetadata {
-            name: name.to_owned(),
-            namespace: "default".to_owned(),
-            uid: format!("uid-{name}"),
-            attempt: 0,
-        },
-        ..PodSandboxConfig::default()
-    }
-}
+/// How long a container is waited for.
+const WITHIN: Duration = Duration::from_secs(10);
 
+/// A container `name` running `script` on the host, its name in `POD_NAME`.
 fn container(name: &str, script: &str) -> ContainerConfig {
     ContainerConfig {
-        metadata: ContainerMetadata {
-            name: name.to_owned(),
-            attempt: 0,
-        },
-        image: "host".to_owned(),
-        command: vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()],
         env: vec![("POD_NAME".to_owned(), name.to_owned())],
-        ..ContainerConfig::default()
+        ..shell(name, script)
     }
-}
-
-/// Starts `script` in a new sandbox; the container's id.
-async fn run(runtime: &ProcessRuntime, name: &str, config: ContainerConfig) -> String {
-    let sandbox = sandbox(name);
-    let sandbox_id = runtime.run_pod_sandbox(&sandbox).await.unwrap();
-    let id = runtime
-        .create_container(&sandbox_id, &config, &sandbox)
-        .await
-        .unwrap();
-    runtime.start_container(&id).await.unwrap();
-    id
-}
-
-/// Polls the container until `done` holds (at most 10 s).
-async fn wait_for(
-    runtime: &ProcessRuntime,
-    id: &str,
-    done: impl Fn(&ContainerStatus) -> bool,
-) -> ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = runtime.container_status(id).await.unwrap();
-        if done(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting: {status:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn log_text(runtime: &ProcessRuntime, id: &str) -> Vec<(LogStream, String)> {
-    let lines: Vec<_> = runtime
-        .container_logs(id, &LogOptions::default())
-        .await
-        .unwrap()
-        .collect()
-        .await;
-    lines
-        .into_iter()
-        .map(|line| {
-            let line = line.unwrap();
-            (
-                line.stream,
-                String::from_utf8_lossy(&line.content).into_owned(),
-            )
-        })
-        .collect()
 }
 
 /// Waits until the log has `count` lines.
@@ -90,22 +32,9 @@ async fn wait_for_lines(
     id: &str,
     count: usize,
 ) -> Vec<(LogStream, String)> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines = log_text(runtime, id).await;
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting for {count} lines: {lines:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn exited(status: &ContainerStatus) -> bool {
-    status.state == ContainerState::Exited
+    wait_for_log(runtime, id, WITHIN, |lines| lines.len() >= count)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -117,8 +46,7 @@ async fn a_container_runs_its_command_with_its_environment_and_its_output_is_log
         "echo \"hello from $POD_NAME in $(pwd)\"; echo oops >&2; exit 3",
     );
     config.working_dir = Some("/tmp".into());
-    let id = run(&runtime, "web", config).await;
-    let status = wait_for(&runtime, &id, exited).await;
+    let (id, status) = run_to_exit(&runtime, &config, WITHIN).await.unwrap();
     assert_eq!(status.exit_code, Some(3));
     assert_eq!(status.reason, "Error");
     assert!(status.finished_at >= status.started_at);
@@ -132,13 +60,14 @@ async fn a_container_runs_its_command_with_its_environment_and_its_output_is_log
         ]
     );
     // Only the environment given: nothing of the test's own leaks in.
-    let id = run(
+    let (id, status) = run_to_exit(
         &runtime,
-        "env",
-        container("env", "echo \"[$HOME]\"; exit 0"),
+        &container("env", "echo \"[$HOME]\"; exit 0"),
+        WITHIN,
     )
-    .await;
-    assert_eq!(wait_for(&runtime, &id, exited).await.reason, "Completed");
+    .await
+    .unwrap();
+    assert_eq!(status.reason, "Completed");
     assert_eq!(
         wait_for_lines(&runtime, &id, 1).await,
         [(LogStream::Stdout, "[]".to_owned())]
@@ -149,14 +78,16 @@ async fn a_container_runs_its_command_with_its_environment_and_its_output_is_log
 async fn stop_asks_with_sigterm_and_kills_after_the_grace_period() {
     let root = tempfile::tempdir().unwrap();
     let runtime = ProcessRuntime::open(root.path()).await.unwrap();
-    let polite = run(&runtime, "polite", container("polite", "exec sleep 30")).await;
+    let polite = run(&runtime, &container("polite", "exec sleep 30"))
+        .await
+        .unwrap();
     // Ignoring TERM in the shell carries over to the `sleep` it starts.
     let stubborn = run(
         &runtime,
-        "stubborn",
-        container("stubborn", "trap '' TERM; sleep 30; sleep 30"),
+        &container("stubborn", "trap '' TERM; sleep 30; sleep 30"),
     )
-    .await;
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let started = Instant::now();
@@ -210,17 +141,14 @@ async fn a_process_killed_from_outside_is_seen_to_have_crashed() {
     let work = tempfile::tempdir().unwrap();
     let mut config = container("victim", "echo $$ > pid; exec sleep 30");
     config.working_dir = Some(work.path().to_owned());
-    let id = run(&runtime, "victim", config).await;
+    let id = run(&runtime, &config).await.unwrap();
     // The command's pid (the shell `exec`s into `sleep`), from its working directory.
     let pid_file = work.path().join("pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pid_file.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the container never wrote its pid"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(WITHIN, "the container never wrote its pid", || {
+        pid_file.exists().then_some(())
+    })
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -233,7 +161,9 @@ async fn a_process_killed_from_outside_is_seen_to_have_crashed() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = wait_for(&runtime, &id, exited).await;
+    let status = wait_for_status(&runtime, &id, WITHIN, exited)
+        .await
+        .unwrap();
     assert_eq!(
         (status.exit_code, status.reason.as_str()),
         (Some(137), "Error")
@@ -246,7 +176,7 @@ async fn exec_runs_with_the_container_environment() {
     let runtime = ProcessRuntime::open(root.path()).await.unwrap();
     let mut config = container("web", "exec sleep 30");
     config.working_dir = Some("/tmp".into());
-    let id = run(&runtime, "web", config).await;
+    let id = run(&runtime, &config).await.unwrap();
     let sh = |script: &str| vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
     let result = runtime
         .exec_sync(
@@ -327,13 +257,13 @@ fn a_restarted_runtime_adopts_the_containers_still_running() {
         let runtime = ProcessRuntime::open(root.path()).await.unwrap();
         let id = run(
             &runtime,
-            "ticker",
-            container(
+            &container(
                 "ticker",
                 "trap 'echo bye; exit 0' TERM; while true; do echo tick; sleep 0.1; done",
             ),
         )
-        .await;
+        .await
+        .unwrap();
         wait_for_lines(&runtime, &id, 2).await;
         let pid = runtime.container_status(&id).await.unwrap().pid;
         (id, pid)
@@ -347,7 +277,7 @@ fn a_restarted_runtime_adopts_the_containers_still_running() {
         let status = runtime.container_status(&id).await.unwrap();
         assert_eq!((status.state, status.pid), (ContainerState::Running, pid));
         // Its output is picked up again: more ticks arrive after the adoption.
-        let before = log_text(&runtime, &id).await.len();
+        let before = log_lines(&runtime, &id).await.unwrap().len();
         wait_for_lines(&runtime, &id, before + 3).await;
         runtime
             .stop_container(&id, Duration::from_secs(5))
