@@ -1,9 +1,9 @@
 //! The `orchestra` binary: the all-in-one command built from Orchestra's crates.
 //!
-//! Its commands today: `orchestra validate` checks manifests offline; `orchestra store backup` and
-//! `orchestra store restore` back up and restore the embedded store's data folder. The control
-//! plane (`orchestra server`, `orchestra up`) and the node agent (`orchestra agent`) come with
-//! their issues.
+//! Its commands: `orchestra up` runs a whole cluster in one process; `orchestra server` the
+//! control plane alone and `orchestra agent` a node agent that joins one; `orchestra validate`
+//! checks manifests offline; `orchestra store backup` and `orchestra store restore` back up and
+//! restore the embedded store's data folder.
 
 mod cli;
 

@@ -1,12 +1,36 @@
 //! The Kubernetes-compatible HTTP API server of Orchestra, and its remote client.
 //!
-//! This crate will serve the typed `Api` of `orchestra-core` over Kubernetes' REST API (discovery,
-//! OpenAPI v3, CRUD, patch, watch, the `Table` format, status and scale subresources), so that
-//! `kubectl`, kube-rs and the official Python client work against an Orchestra control plane
-//! unchanged; and it will hold the remote client that node agents and controllers on other machines
-//! use to reach that server. The HTTP path runs the same defaulting, validation and admission as the
-//! in-process path.
+//! This crate is the control plane's front door. [`ApiServer`] serves the typed API of
+//! `orchestra-core` (its [`Client`](orchestra_core::api::Client)) over Kubernetes' REST API, so
+//! that `kubectl`, kube-rs and the official Python client work against an Orchestra control plane
+//! unchanged:
 //!
-//! **Status:** nothing is implemented here yet; the server arrives with issue 8. The crate exists
-//! now so that the workspace layout and the dependency rule hold from the start.
+//! - `/version`, `/healthz`, `/livez`, `/readyz`;
+//! - discovery ([`discovery`]): `/api`, `/apis`, the per-group-version resource lists, and the
+//!   aggregated discovery document current `kubectl` asks for;
+//! - OpenAPI v3 documents generated from the kinds' schemas ([`openapi`]), for `kubectl explain`
+//!   and `kubectl apply`;
+//! - create, get, list (selectors, pages), update, patch (JSON, merge, strategic merge,
+//!   server-side apply), delete and deletecollection, watch ([`watch`]), the `Table` format of
+//!   `kubectl get` ([`table`]), and the subresources `status`, `scale`, `binding`, `eviction` and
+//!   `log` ([`logs`]);
+//! - `dryRun`, `fieldValidation`, and every failure as a `Status` object ([`response`]).
+//!
+//! Every resource request goes through the same `Client` an embedding program uses in-process:
+//! one code path for defaulting, validation, admission, concurrency and watches.
 #![doc(test(attr(deny(warnings))))]
+
+pub mod authn;
+pub mod discovery;
+pub mod kubeconfig;
+pub mod logs;
+pub mod openapi;
+pub mod remote;
+pub mod request;
+pub mod response;
+pub mod server;
+pub mod table;
+pub mod tls;
+pub mod watch;
+
+pub use server::{ApiServer, ApiServerBuilder};

@@ -25,7 +25,7 @@
 //!   backend passes;
 //! - [`api`]: the typed [`Api`](api::Api) over a store, with Kubernetes' object semantics, and its
 //!   admission chain;
-//! - [`patch`]: JSON, merge and strategic merge patches;
+//! - [`patch`]: JSON, merge and strategic merge patches, and server-side apply;
 //! - [`runtime`]: the controller runtime — watcher, reflector, work queue, `Controller`, leader
 //!   election;
 //! - [`clock`]: wall-clock time behind a trait, driven by tokio's time in tests;

@@ -116,6 +116,47 @@ impl StatusReason {
     }
 }
 
+impl StatusReason {
+    /// Every reason.
+    pub const ALL: [StatusReason; 15] = [
+        StatusReason::BadRequest,
+        StatusReason::Invalid,
+        StatusReason::NotFound,
+        StatusReason::AlreadyExists,
+        StatusReason::Conflict,
+        StatusReason::Expired,
+        StatusReason::Forbidden,
+        StatusReason::Unauthorized,
+        StatusReason::MethodNotAllowed,
+        StatusReason::Timeout,
+        StatusReason::RequestEntityTooLarge,
+        StatusReason::UnsupportedMediaType,
+        StatusReason::TooManyRequests,
+        StatusReason::InternalError,
+        StatusReason::ServiceUnavailable,
+    ];
+
+    /// The reason a `Status` names (`"NotFound"`), if it is one of these.
+    pub fn from_name(name: &str) -> Option<StatusReason> {
+        StatusReason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == name)
+    }
+
+    /// The reason that goes with an HTTP status code, for answers that name none (409 is
+    /// `Conflict`, any other unknown code `InternalError`).
+    pub fn from_code(code: u16) -> StatusReason {
+        match code {
+            409 => StatusReason::Conflict,
+            504 => StatusReason::Timeout,
+            _ => StatusReason::ALL
+                .into_iter()
+                .find(|reason| reason.code() == code)
+                .unwrap_or(StatusReason::InternalError),
+        }
+    }
+}
+
 impl fmt::Display for StatusReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -499,8 +499,8 @@ async fn lists_read_at_resource_versions() {
         .await
         .unwrap_err();
     assert_eq!(future.code, 504);
-    let revision = client.store().current_revision().await.unwrap();
-    client.store().compact(revision).await.unwrap();
+    let revision = client.store().unwrap().current_revision().await.unwrap();
+    client.store().unwrap().compact(revision).await.unwrap();
     let gone = api
         .list(&ListParams::default().at(a.resource_version().unwrap(), VersionMatch::Exact))
         .await

@@ -43,7 +43,7 @@ async fn a_thousand_watchers_see_identical_gap_free_events() {
     let client = Client::new(MemoryStore::new());
     client.bootstrap().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let start = client.store().current_revision().await.unwrap();
+    let start = client.store().unwrap().current_revision().await.unwrap();
 
     let mut watchers = Vec::new();
     for _ in 0..WATCHERS {
@@ -120,8 +120,8 @@ async fn a_watch_from_a_compacted_version_is_gone() {
         .unwrap();
     // History before the current revision is forgotten: the change right after `first` (the
     // creation of b) is gone.
-    let current = client.store().current_revision().await.unwrap();
-    client.store().compact(current).await.unwrap();
+    let current = client.store().unwrap().current_revision().await.unwrap();
+    client.store().unwrap().compact(current).await.unwrap();
     let mut events = api
         .watch(&WatchParams::default(), first.resource_version().unwrap())
         .await

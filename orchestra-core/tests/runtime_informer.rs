@@ -116,8 +116,8 @@ async fn a_relisting_informer_recovers_from_compaction() {
     api.create(&PostParams::default(), &config_map("late", "2"))
         .await
         .unwrap();
-    let revision = client.store().current_revision().await.unwrap();
-    client.store().compact(revision).await.unwrap();
+    let revision = client.store().unwrap().current_revision().await.unwrap();
+    client.store().unwrap().compact(revision).await.unwrap();
 
     // The watch is gone: the informer lists again and converges.
     let mut relisted = false;

@@ -1,6 +1,10 @@
 //! Command-line interface of the `orchestra` binary.
 
+mod agent;
+mod cluster;
+mod server;
 mod store;
+mod up;
 mod validate;
 
 use std::process::ExitCode;
@@ -21,6 +25,12 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Back up and restore the embedded store's data folder.
     Store(store::StoreArgs),
+    /// Run a whole cluster in this process: store, API server, controllers, scheduler and a node.
+    Up(up::UpArgs),
+    /// Run the control plane: store, API server, controllers and scheduler.
+    Server(server::ServerArgs),
+    /// Run a node agent that joins a control plane.
+    Agent(agent::AgentArgs),
 }
 
 impl Cli {
@@ -29,6 +39,9 @@ impl Cli {
         match self.command {
             Command::Validate(args) => validate::run(&args),
             Command::Store(args) => store::run(&args),
+            Command::Up(args) => up::run(&args),
+            Command::Server(args) => server::run(&args),
+            Command::Agent(args) => agent::run(&args),
         }
     }
 }

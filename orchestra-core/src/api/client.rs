@@ -15,7 +15,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    ListMeta, ObjectMeta, StatusCause, StatusDetails, Time,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -27,9 +29,13 @@ use super::params::{
     DeleteParams, ListParams, PatchParams, PostParams, PropagationPolicy, VersionMatch, WatchParams,
 };
 use super::strategy;
+use super::transport::Transport;
 use super::watch::WatchEvent;
 use crate::clock::{Clock, SystemClock};
-use crate::patch::{MergeKeys, apply_patch};
+use crate::patch::{
+    ApplyError, MAX_FIELD_MANAGER_LENGTH, MergeKeys, PatchType, apply_patch, record_update,
+    server_side_apply,
+};
 use crate::resource::{ApiResource, DynamicObject, TypeMeta};
 use crate::scheme::Scheme;
 use crate::selector::{FieldSelector, Selector};
@@ -113,6 +119,9 @@ pub enum Subresource {
 }
 
 struct Inner {
+    /// The API server this client hands its calls to, for a remote client (whose `store` is
+    /// then an unused empty one).
+    transport: Option<Arc<dyn Transport>>,
     store: Arc<dyn Store>,
     scheme: Scheme,
     admission: Vec<Arc<dyn Admission>>,
@@ -267,6 +276,7 @@ impl ClientBuilder {
         admission.extend(self.admission);
         Client {
             inner: Arc::new(Inner {
+                transport: None,
                 store: self.store,
                 scheme: self.scheme,
                 admission,
@@ -339,6 +349,72 @@ fn parse_version(text: &str) -> Result<Revision, StatusError> {
         .ok_or_else(|| bad_request(format!("invalid resource version: {text:?}")))
 }
 
+/// How a write records who owns which field (`metadata.managedFields`).
+#[derive(Clone, Copy, Debug)]
+enum Ownership<'a> {
+    /// An ordinary write, by this field manager when one is named: it owns what it changed.
+    Update(Option<&'a str>),
+    /// A server-side apply, which has recorded its fields itself.
+    Applied,
+}
+
+/// Options of a request that fail validation (422), as Kubernetes reports them:
+/// `PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: ...`.
+fn invalid_options(kind: &str, error: Error) -> StatusError {
+    let options = ApiResource::new("meta.k8s.io", "v1", kind, None, false);
+    StatusError::invalid(&options, "", &[error])
+}
+
+/// Checks a field manager's name as Kubernetes does: at most 128 printable characters.
+fn check_field_manager(kind: &str, manager: Option<&str>) -> Result<(), StatusError> {
+    let Some(manager) = manager else {
+        return Ok(());
+    };
+    let field = Path::new("fieldManager");
+    if manager.chars().count() > MAX_FIELD_MANAGER_LENGTH {
+        return Err(invalid_options(
+            kind,
+            Error::too_long(&field, MAX_FIELD_MANAGER_LENGTH),
+        ));
+    }
+    if manager.chars().any(char::is_control) {
+        return Err(invalid_options(
+            kind,
+            Error::invalid(&field, manager, "must only contain printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A failed apply as Kubernetes answers it: conflicts are a 409 Conflict with one
+/// `FieldManagerConflict` cause per field.
+fn from_apply_error(error: ApplyError) -> StatusError {
+    let ApplyError::Conflicts(conflicts) = &error else {
+        let reason = match error.code() {
+            415 => StatusReason::UnsupportedMediaType,
+            413 => StatusReason::RequestEntityTooLarge,
+            422 => StatusReason::Invalid,
+            _ => StatusReason::BadRequest,
+        };
+        return StatusError::new(reason, error.to_string());
+    };
+    let causes = conflicts
+        .iter()
+        .map(|conflict| StatusCause {
+            field: Some(conflict.path.to_string()),
+            message: Some(conflict.to_string()),
+            reason: Some("FieldManagerConflict".to_owned()),
+        })
+        .collect();
+    StatusError {
+        details: Some(Box::new(StatusDetails {
+            causes: Some(causes),
+            ..StatusDetails::default()
+        })),
+        ..StatusError::new(StatusReason::Conflict, error.to_string())
+    }
+}
+
 /// Selectors of a list or watch, parsed and checked against the kind.
 struct Filter {
     labels: Selector,
@@ -366,9 +442,31 @@ impl Client {
         }
     }
 
-    /// The store under the client.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// A client of the API server `transport` reaches: every call goes to that server, which
+    /// does the defaulting, validation and admission; `scheme` names the kinds the client knows
+    /// (the server's, usually the built-in ones).
+    pub fn remote(transport: Arc<dyn Transport>, scheme: Scheme) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                transport: Some(transport),
+                store: Arc::new(crate::store::MemoryStore::new()),
+                scheme,
+                admission: Vec::new(),
+                clock: Arc::new(SystemClock),
+                bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
+                ids: Ids::Random,
+            }),
+        }
+    }
+
+    /// The store under the client; `None` for a [remote](Client::remote) client.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.inner.transport.is_none().then_some(&self.inner.store)
+    }
+
+    /// Whether the client hands its calls to an API server elsewhere.
+    pub fn is_remote(&self) -> bool {
+        self.inner.transport.is_some()
     }
 
     /// The kinds the client serves.
@@ -383,6 +481,10 @@ impl Client {
 
     /// Creates the namespaces every cluster has ([`SYSTEM_NAMESPACES`]) that do not exist yet.
     pub async fn bootstrap(&self) -> Result<(), StatusError> {
+        if self.is_remote() {
+            // The server's own client bootstraps the cluster.
+            return Ok(());
+        }
         let namespaces = ApiResource::new("", "v1", "Namespace", None, false);
         for name in SYSTEM_NAMESPACES {
             let object = DynamicObject::new(name, &namespaces);
@@ -558,13 +660,33 @@ impl Client {
         format!("{prefix}{suffix}")
     }
 
-    /// Creates an object (see the [`api` module documentation](crate::api)).
+    /// Creates an object (see the [`api` module documentation](crate::api)). With a
+    /// `field_manager`, the manager owns every field of the new object (`metadata.managedFields`,
+    /// operation `Update`).
     pub async fn create(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        object: DynamicObject,
+        params: &PostParams,
+    ) -> Result<DynamicObject, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport.create(resource, namespace, object, params).await;
+        }
+        check_field_manager("CreateOptions", params.field_manager.as_deref())?;
+        let ownership = Ownership::Update(params.field_manager.as_deref());
+        self.create_with(resource, namespace, object, params, ownership)
+            .await
+    }
+
+    /// A create, recording field ownership as `ownership` says.
+    async fn create_with(
         &self,
         resource: &ApiResource,
         namespace: Option<&str>,
         mut object: DynamicObject,
         params: &PostParams,
+        ownership: Ownership<'_>,
     ) -> Result<DynamicObject, StatusError> {
         self.registered(resource)?;
         match &object.types {
@@ -620,7 +742,7 @@ impl Client {
                 attempt.metadata.name = Some(self.generate_name(prefix));
             }
             match self
-                .create_once(resource, namespace.as_deref(), attempt, params)
+                .create_once(resource, namespace.as_deref(), attempt, params, ownership)
                 .await
             {
                 Err(error) if error.reason == StatusReason::AlreadyExists && generate.is_some() => {
@@ -638,6 +760,7 @@ impl Client {
         namespace: Option<&str>,
         mut object: DynamicObject,
         params: &PostParams,
+        ownership: Ownership<'_>,
     ) -> Result<DynamicObject, StatusError> {
         let now = self.inner.clock.now();
         let meta = &mut object.metadata;
@@ -664,6 +787,7 @@ impl Client {
         let object = self
             .admit(&request, &mut object, resource, &ErrorList::new())
             .await?;
+        let object = self.record_ownership(resource, None, object, ownership, Subresource::Main)?;
         self.check_namespace(resource, namespace, &name).await?;
         let key = object_key(resource, namespace, &name);
         if params.dry_run {
@@ -701,6 +825,9 @@ impl Client {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<DynamicObject, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport.get(resource, namespace, name).await;
+        }
         self.registered(resource)?;
         let namespace = Client::namespace_of(resource, namespace)?;
         let key = object_key(resource, namespace, name);
@@ -767,6 +894,9 @@ impl Client {
         namespace: Option<&str>,
         params: &ListParams,
     ) -> Result<ObjectList<DynamicObject>, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport.list(resource, namespace, params).await;
+        }
         self.list_as(resource, namespace, params, |client, kv| {
             client.decode_stored(kv)
         })
@@ -784,6 +914,22 @@ impl Client {
     where
         K: crate::resource::Resource + Serialize + serde::de::DeserializeOwned,
     {
+        if let Some(transport) = &self.inner.transport {
+            let list = transport.list(resource, namespace, params).await?;
+            let items = list
+                .items
+                .into_iter()
+                .map(|object| {
+                    object.into_typed().map_err(|error| {
+                        StatusError::internal(format!("cannot decode the object: {error}"))
+                    })
+                })
+                .collect::<Result<Vec<K>, StatusError>>()?;
+            return Ok(ObjectList {
+                metadata: list.metadata,
+                items,
+            });
+        }
         self.list_as(resource, namespace, params, |_, kv| {
             let mut object: K = serde_json::from_slice(&kv.value).map_err(|error| {
                 StatusError::internal(format!("stored object {} is unreadable: {error}", kv.key))
@@ -922,6 +1068,11 @@ impl Client {
         params: &PostParams,
         subresource: Subresource,
     ) -> Result<DynamicObject, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport
+                .replace(resource, namespace, name, object, params, subresource)
+                .await;
+        }
         self.registered(resource)?;
         let namespace = Client::namespace_of(resource, namespace)?;
         if object.metadata.name.as_deref().is_some_and(|n| n != name) {
@@ -935,6 +1086,7 @@ impl Client {
             .resource_version
             .clone()
             .filter(|v| !v.is_empty());
+        check_field_manager("UpdateOptions", params.field_manager.as_deref())?;
         self.update_retrying(
             resource,
             namespace,
@@ -942,6 +1094,7 @@ impl Client {
             expected.as_deref(),
             params.dry_run,
             subresource,
+            Ownership::Update(params.field_manager.as_deref()),
             |_| Ok(object.clone()),
         )
         .await
@@ -959,6 +1112,7 @@ impl Client {
         expected: Option<&str>,
         dry_run: bool,
         subresource: Subresource,
+        ownership: Ownership<'_>,
         make: F,
     ) -> Result<DynamicObject, StatusError>
     where
@@ -979,6 +1133,7 @@ impl Client {
                     expected,
                     dry_run,
                     subresource,
+                    ownership,
                 )
                 .await;
             match outcome {
@@ -1006,8 +1161,15 @@ impl Client {
         expected: Option<&str>,
         dry_run: bool,
         subresource: Subresource,
+        ownership: Ownership<'_>,
     ) -> Result<DynamicObject, StatusError> {
         let old_version = old.metadata.resource_version.clone().unwrap_or_default();
+        // An object without `managedFields` keeps the stored ones (an empty list clears them).
+        if new.metadata.managed_fields.is_none() {
+            new.metadata
+                .managed_fields
+                .clone_from(&old.metadata.managed_fields);
+        }
         if let Some(expected) = expected
             && expected != old_version
         {
@@ -1061,7 +1223,8 @@ impl Client {
             old_object: Some(old),
             dry_run,
         };
-        let mut new = self.admit(&request, &mut new, resource, &extra).await?;
+        let new = self.admit(&request, &mut new, resource, &extra).await?;
+        let mut new = self.record_ownership(resource, Some(old), new, ownership, subresource)?;
         if subresource == Subresource::Main && strategy::spec_changed(&new, old) {
             new.metadata.generation = Some(old.metadata.generation.unwrap_or(1) + 1);
         }
@@ -1118,8 +1281,28 @@ impl Client {
         params: &PatchParams,
         subresource: Subresource,
     ) -> Result<DynamicObject, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport
+                .patch(resource, namespace, name, patch, params, subresource)
+                .await;
+        }
         self.registered(resource)?;
         let namespace = Client::namespace_of(resource, namespace)?;
+        check_field_manager("PatchOptions", params.field_manager.as_deref())?;
+        if params.patch_type == PatchType::Apply {
+            return self
+                .apply(resource, namespace, name, patch, params, subresource)
+                .await;
+        }
+        if params.force {
+            return Err(invalid_options(
+                "PatchOptions",
+                Error::forbidden(
+                    &Path::new("force"),
+                    "may not be specified for non-apply patch",
+                ),
+            ));
+        }
         let expected = patch
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -1132,6 +1315,7 @@ impl Client {
             expected.as_deref(),
             params.dry_run,
             subresource,
+            Ownership::Update(params.field_manager.as_deref()),
             |old| {
                 let current = serde_json::to_value(old)
                     .map_err(|error| StatusError::internal(error.to_string()))?;
@@ -1154,6 +1338,201 @@ impl Client {
         .await
     }
 
+    /// A server-side apply (see [`crate::patch::server_side_apply`]): creates the object when it
+    /// does not exist, applies the configuration to it otherwise, retrying against newer
+    /// versions unless the configuration names a resource version.
+    async fn apply(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        config: &Value,
+        params: &PatchParams,
+        subresource: Subresource,
+    ) -> Result<DynamicObject, StatusError> {
+        let Some(manager) = params
+            .field_manager
+            .as_deref()
+            .filter(|manager| !manager.is_empty())
+        else {
+            return Err(invalid_options(
+                "PatchOptions",
+                Error::required(&Path::new("fieldManager"), "is required for apply patch"),
+            ));
+        };
+        if subresource != Subresource::Main {
+            return Err(bad_request(
+                "server-side apply is supported for the main resource only, not for its status",
+            ));
+        }
+        let mut config = config.clone();
+        let Value::Object(members) = &mut config else {
+            return Err(bad_request("an apply configuration must be a JSON object"));
+        };
+        let text = |field: &str| {
+            members
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        if text("apiVersion") != resource.api_version {
+            return Err(bad_request(format!(
+                "Incorrect version specified in apply patch. Specified patch version: {}, expected: {}",
+                text("apiVersion"),
+                resource.api_version
+            )));
+        }
+        if text("kind") != resource.kind {
+            return Err(bad_request(format!(
+                "Incorrect kind specified in apply patch. Specified patch kind: {}, expected: {}",
+                text("kind"),
+                resource.kind
+            )));
+        }
+        let metadata = members
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        let Value::Object(metadata) = metadata else {
+            return Err(bad_request("metadata must be an object"));
+        };
+        match metadata.get("name").and_then(Value::as_str) {
+            Some(given) if given != name => {
+                return Err(bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                metadata.insert("name".into(), Value::String(name.to_owned()));
+            }
+        }
+        if let Some(namespace) = namespace {
+            match metadata.get("namespace").and_then(Value::as_str) {
+                Some(given) if given != namespace => {
+                    return Err(bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    metadata.insert("namespace".into(), Value::String(namespace.to_owned()));
+                }
+            }
+        }
+        let expected = metadata
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|version| !version.is_empty())
+            .map(str::to_owned);
+        let merge_keys = MergeKeys::for_resource(resource);
+        let now = self.now_text();
+        let applied = |live: Option<&Value>| -> Result<DynamicObject, StatusError> {
+            let object = server_side_apply(
+                live,
+                config.clone(),
+                manager,
+                params.force,
+                merge_keys.as_ref(),
+                &now,
+            )
+            .map_err(from_apply_error)?;
+            serde_json::from_value(object)
+                .map_err(|error| bad_request(format!("the applied object is invalid: {error}")))
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let updated = self
+                .update_retrying(
+                    resource,
+                    namespace,
+                    name,
+                    expected.as_deref(),
+                    params.dry_run,
+                    subresource,
+                    Ownership::Applied,
+                    |old| {
+                        let live = serde_json::to_value(old)
+                            .map_err(|error| StatusError::internal(error.to_string()))?;
+                        applied(Some(&live))
+                    },
+                )
+                .await;
+            match updated {
+                Err(error) if error.is_not_found() && expected.is_none() => {}
+                outcome => return outcome,
+            }
+            // Server-side apply creates what does not exist.
+            let post = PostParams {
+                dry_run: params.dry_run,
+                field_manager: Some(manager.to_owned()),
+            };
+            let created = self
+                .create_with(
+                    resource,
+                    namespace,
+                    applied(None)?,
+                    &post,
+                    Ownership::Applied,
+                )
+                .await;
+            match created {
+                Err(error) if error.is_already_exists() && attempts < UNCONDITIONAL_RETRIES => {}
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// The current time as `metadata.managedFields` records it.
+    fn now_text(&self) -> String {
+        serde_json::to_value(Time(self.inner.clock.now()))
+            .ok()
+            .and_then(|time| time.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Records in `metadata.managedFields` the fields a write changed as its manager's (see
+    /// [`crate::patch::record_update`]); an apply has recorded its own.
+    fn record_ownership(
+        &self,
+        resource: &ApiResource,
+        old: Option<&DynamicObject>,
+        new: DynamicObject,
+        ownership: Ownership<'_>,
+        subresource: Subresource,
+    ) -> Result<DynamicObject, StatusError> {
+        let Ownership::Update(manager) = ownership else {
+            return Ok(new);
+        };
+        if manager.is_none()
+            && new
+                .metadata
+                .managed_fields
+                .as_ref()
+                .is_none_or(Vec::is_empty)
+        {
+            return Ok(new);
+        }
+        let encode = |object: &DynamicObject| {
+            serde_json::to_value(object).map_err(|error| {
+                StatusError::internal(format!("cannot encode the object: {error}"))
+            })
+        };
+        let old = old.map(encode).transpose()?;
+        let subresource = (subresource == Subresource::Status).then_some("status");
+        let merge_keys = MergeKeys::for_resource(resource);
+        let recorded = record_update(
+            old.as_ref(),
+            encode(&new)?,
+            manager,
+            subresource,
+            merge_keys.as_ref(),
+            &self.now_text(),
+        );
+        serde_json::from_value(recorded)
+            .map_err(|error| StatusError::internal(format!("cannot decode the object: {error}")))
+    }
+
     /// Deletes an object: at once, or by marking it terminating when it has finalizers (and, for
     /// pods on a node, a grace period); see [`DeleteParams`].
     pub async fn delete(
@@ -1163,6 +1542,9 @@ impl Client {
         name: &str,
         params: &DeleteParams,
     ) -> Result<Deletion<DynamicObject>, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport.delete(resource, namespace, name, params).await;
+        }
         self.registered(resource)?;
         let namespace = Client::namespace_of(resource, namespace)?;
         let key = object_key(resource, namespace, name);
@@ -1355,6 +1737,11 @@ impl Client {
         params: &WatchParams,
         resource_version: &str,
     ) -> Result<BoxStream<'static, WatchEvent<DynamicObject>>, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport
+                .watch(resource, namespace, params, resource_version)
+                .await;
+        }
         self.watch_as(
             resource,
             namespace,
@@ -1378,6 +1765,23 @@ impl Client {
     where
         K: crate::resource::Resource + Serialize + serde::de::DeserializeOwned + Send + 'static,
     {
+        if let Some(transport) = &self.inner.transport {
+            let events = transport
+                .watch(resource, namespace, params, resource_version)
+                .await?;
+            return Ok(events
+                .map(|event| {
+                    event
+                        .try_map(|object| object.into_typed::<K>())
+                        .unwrap_or_else(|error| {
+                            WatchEvent::Error(Box::new(
+                                StatusError::internal(format!("cannot decode the object: {error}"))
+                                    .to_status(),
+                            ))
+                        })
+                })
+                .boxed());
+        }
         self.watch_as(
             resource,
             namespace,
@@ -1476,6 +1880,9 @@ impl Client {
         pod: &str,
         node: &str,
     ) -> Result<DynamicObject, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport.bind(namespace, pod, node).await;
+        }
         let pods = ApiResource::new("", "v1", "Pod", None, true);
         if let Some(message) = crate::validation::names::dns1123_subdomain(node)
             .into_iter()
@@ -1573,6 +1980,9 @@ impl Client {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Scale, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport.get_scale(resource, namespace, name).await;
+        }
         if !strategy::has_scale(resource) {
             return Err(StatusError::new(
                 StatusReason::NotFound,
@@ -1620,6 +2030,11 @@ impl Client {
         scale: &Scale,
         params: &PostParams,
     ) -> Result<Scale, StatusError> {
+        if let Some(transport) = &self.inner.transport {
+            return transport
+                .replace_scale(resource, namespace, name, scale, params)
+                .await;
+        }
         if !strategy::has_scale(resource) {
             return Err(StatusError::new(
                 StatusReason::NotFound,

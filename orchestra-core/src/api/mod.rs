@@ -65,6 +65,7 @@ mod client;
 pub mod keys;
 mod params;
 mod strategy;
+pub mod transport;
 mod watch;
 
 use std::fmt;
@@ -84,6 +85,7 @@ pub use client::{
 pub use params::{
     DeleteParams, ListParams, PatchParams, PostParams, PropagationPolicy, VersionMatch, WatchParams,
 };
+pub use transport::Transport;
 pub use watch::WatchEvent;
 
 use crate::k8s::api::core::v1::Pod;

@@ -174,6 +174,9 @@ pub struct PatchParams {
     pub dry_run: bool,
     /// The name of the actor making the change.
     pub field_manager: Option<String>,
+    /// For server-side apply: take over the fields other managers own instead of failing with a
+    /// conflict.
+    pub force: bool,
 }
 
 impl PatchParams {
@@ -183,6 +186,7 @@ impl PatchParams {
             patch_type,
             dry_run: false,
             field_manager: None,
+            force: false,
         }
     }
 }

@@ -166,6 +166,7 @@ pub struct ControllerManager {
     client: Client,
     enabled: BTreeSet<ControllerName>,
     issuer: Option<TokenIssuer>,
+    root_ca: Option<Vec<u8>>,
     leader_election: Option<LeaderElectionConfig>,
     node_lifecycle: NodeLifecycleConfig,
 }
@@ -181,6 +182,7 @@ impl ControllerManager {
                 .filter(|name| *name != ControllerName::ServiceAccountToken)
                 .collect(),
             issuer: None,
+            root_ca: None,
             leader_election: None,
             node_lifecycle: NodeLifecycleConfig::default(),
         }
@@ -236,6 +238,14 @@ impl ControllerManager {
     pub fn token_issuer(mut self, issuer: TokenIssuer) -> ControllerManager {
         self.issuer = Some(issuer);
         self.enabled.insert(ControllerName::ServiceAccountToken);
+        self
+    }
+
+    /// The cluster's CA certificate (PEM), which the token controller puts in token secrets as
+    /// `ca.crt` (Kubernetes' `--root-ca-file`).
+    #[must_use]
+    pub fn root_ca(mut self, pem: Vec<u8>) -> ControllerManager {
+        self.root_ca = Some(pem);
         self
     }
 
@@ -340,9 +350,12 @@ impl ControllerManager {
                         .run(stop)
                         .boxed(),
                     ControllerName::ServiceAccountToken => {
-                        TokenController::new(client.clone(), self.issuer.clone()?)
-                            .run(stop)
-                            .boxed()
+                        let mut controller =
+                            TokenController::new(client.clone(), self.issuer.clone()?);
+                        if let Some(pem) = &self.root_ca {
+                            controller = controller.root_ca(pem.clone());
+                        }
+                        controller.run(stop).boxed()
                     }
                     ControllerName::Namespace => {
                         NamespaceController::new(client.clone()).run(stop).boxed()

@@ -58,7 +58,13 @@
 //!
 //! # Server-side apply (`application/apply-patch+yaml`)
 //!
-//! [`PatchType::Apply`] is recognised, but applying it is not implemented yet: it fails with
+//! An apply sends the configuration a manager wants (a partial object, in YAML or JSON); the
+//! server merges it into the live object, removes what the manager applied before and applies no
+//! more, and records who owns which field in `metadata.managedFields`, refusing to change fields
+//! other managers own unless forced. That needs the manager's name and the live object's owners,
+//! which [`apply_patch`] does not take: [`server_side_apply`] applies a configuration, and
+//! [`record_update`] records the fields an ordinary write changed (see the `apply` functions'
+//! documentation for the semantics). [`apply_patch`] refuses [`PatchType::Apply`] with
 //! [`PatchError::ApplyUnsupported`].
 //!
 //! # Limits
@@ -113,6 +119,7 @@ use std::fmt;
 
 use serde_json::{Number, Value};
 
+mod apply;
 mod json;
 mod merge;
 mod strategic;
@@ -120,6 +127,11 @@ mod strategic;
 #[cfg(test)]
 mod tests;
 
+pub use apply::{
+    ApplyError, Conflict, FIELDS_V1, FieldOwner, FieldPath, FieldSet, MAX_FIELD_MANAGER_LENGTH,
+    ManagedFieldsOperation, PathElement, field_set, managed_fields, record_update,
+    server_side_apply,
+};
 pub use json::apply_json_patch;
 pub use merge::{apply_merge_patch, create_merge_patch};
 pub use strategic::{FieldStrategy, MergeKeys, PatchStrategy, apply_strategic_merge_patch};
@@ -159,7 +171,8 @@ pub enum PatchType {
     Merge,
     /// Kubernetes' strategic merge patch: `application/strategic-merge-patch+json`.
     StrategicMerge,
-    /// Server-side apply: `application/apply-patch+yaml`. Recognised, not implemented yet.
+    /// Server-side apply: `application/apply-patch+yaml`, applied with [`server_side_apply`]
+    /// (which needs a field manager), not with [`apply_patch`].
     Apply,
 }
 
@@ -208,7 +221,7 @@ impl fmt::Display for PatchType {
 /// ([`MergeKeys::for_kind`] for the built-in kinds); without it a strategic merge patch fails with
 /// [`PatchError::StrategicMergeUnsupported`], as Kubernetes refuses strategic merge patches for
 /// custom resources. The other formats ignore it. [`PatchType::Apply`] fails with
-/// [`PatchError::ApplyUnsupported`].
+/// [`PatchError::ApplyUnsupported`]: an apply needs a field manager, see [`server_side_apply`].
 ///
 /// # Examples
 ///
@@ -257,8 +270,11 @@ pub enum PatchError {
         /// The `Content-Type` given.
         content_type: String,
     },
-    /// Server-side apply is not implemented yet.
-    #[error("server-side apply (application/apply-patch+yaml) is not supported yet")]
+    /// Server-side apply asked of [`apply_patch`], which has no field manager to apply for (use
+    /// [`server_side_apply`]).
+    #[error(
+        "server-side apply (application/apply-patch+yaml) needs a field manager: it is not a plain patch"
+    )]
     ApplyUnsupported,
     /// A strategic merge patch for a kind without merge keys (a custom resource).
     #[error(

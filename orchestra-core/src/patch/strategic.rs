@@ -211,6 +211,29 @@ fn segments(path: &str) -> impl Iterator<Item = String> + '_ {
         })
 }
 
+/// A place in a [`MergeKeys`] table, walked alongside a value (server-side apply reads the same
+/// table): the strategy of the field there, and the places of its fields. Lists are transparent,
+/// as in the table: the fields of a list's items are the list's own fields.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SchemaCursor<'s>(Option<&'s Node>);
+
+impl<'s> SchemaCursor<'s> {
+    /// The root of a table; without one, every object merges and every list is atomic.
+    pub(crate) fn root(merge_keys: Option<&'s MergeKeys>) -> SchemaCursor<'s> {
+        SchemaCursor(merge_keys.map(|keys| keys.root.as_ref()))
+    }
+
+    /// The place of a field of the value here (or of the items' field, for a list).
+    pub(crate) fn child(self, field: &str) -> SchemaCursor<'s> {
+        SchemaCursor(child(self.0, field))
+    }
+
+    /// The strategy declared here.
+    pub(crate) fn strategy(self) -> &'s FieldStrategy {
+        strategy_of(self.0)
+    }
+}
+
 fn child<'s>(schema: Option<&'s Node>, field: &str) -> Option<&'s Node> {
     schema.and_then(|node| node.fields.get(field).or_else(|| node.fields.get("*")))
 }

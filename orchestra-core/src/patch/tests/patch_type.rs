@@ -46,7 +46,7 @@ fn content_types_round_trip() {
 }
 
 #[test]
-fn apply_is_not_supported_yet() {
+fn apply_is_not_a_plain_patch() {
     let error = apply_patch(&json!({}), PatchType::Apply, &json!({}), None);
     assert_eq!(error, Err(PatchError::ApplyUnsupported));
     assert_eq!(error.err().map(|error| error.code()), Some(415));

@@ -1,0 +1,67 @@
+//! Watches over HTTP: a stream of JSON lines, one per event, as Kubernetes sends them.
+//!
+//! Each event is a line `{"type":"ADDED","object":{...}}`; a bookmark carries an object with
+//! only the kind and the resource version; a failure (410 Gone when the resource version was
+//! compacted) is an `ERROR` event with a `Status`, after which the stream ends. A watch with
+//! `timeoutSeconds` ends cleanly when the time is up, and the client starts a new one.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use orchestra_core::api::WatchEvent;
+use orchestra_core::resource::{ApiResource, DynamicObject};
+use serde_json::{Value, json};
+
+/// One event as the line Kubernetes writes for it.
+pub fn event_line(resource: &ApiResource, event: &WatchEvent<DynamicObject>) -> Vec<u8> {
+    let object = match event {
+        WatchEvent::Added(object) | WatchEvent::Modified(object) | WatchEvent::Deleted(object) => {
+            serde_json::to_value(object).unwrap_or(Value::Null)
+        }
+        WatchEvent::Bookmark(version) => json!({
+            "kind": resource.kind,
+            "apiVersion": resource.api_version,
+            "metadata": {"resourceVersion": version},
+        }),
+        WatchEvent::Error(status) => {
+            let mut value = serde_json::to_value(status.as_ref()).unwrap_or(Value::Null);
+            value["kind"] = json!("Status");
+            value["apiVersion"] = json!("v1");
+            value
+        }
+    };
+    let mut line = serde_json::to_vec(&json!({"type": event.type_name(), "object": object}))
+        .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// The streamed response of a watch, ending after `timeout` when one is given.
+pub fn watch_response(
+    resource: &ApiResource,
+    events: BoxStream<'static, WatchEvent<DynamicObject>>,
+    timeout: Option<Duration>,
+) -> Response {
+    let resource = resource.clone();
+    let lines = events.map(move |event| {
+        Ok::<_, std::convert::Infallible>(Bytes::from(event_line(&resource, &event)))
+    });
+    let body = match timeout {
+        Some(timeout) => Body::from_stream(lines.take_until(tokio::time::sleep(timeout))),
+        None => Body::from_stream(lines),
+    };
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    response
+}

@@ -1,0 +1,334 @@
+//! The parts `orchestra up`, `orchestra server` and `orchestra agent` assemble: the control plane
+//! (store, API server over HTTPS, controllers, scheduler) and a node agent with the process
+//! runtime.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use orchestra_api::ApiServer;
+use orchestra_api::authn::{Authentication, Chain, ServiceAccountTokens, StaticTokens};
+use orchestra_api::kubeconfig::Kubeconfig;
+use orchestra_api::logs::RuntimeLogs;
+use orchestra_api::tls::{ServingCerts, serve_tls};
+use orchestra_core::api::{Api, Client};
+use orchestra_core::controllers::manager::ControllerManager;
+use orchestra_core::controllers::token::{SigningKey, TokenIssuer};
+use orchestra_core::k8s::api::core::v1::Node;
+use orchestra_core::node_agent::agent::{NodeAgent, NodeAgentConfig};
+use orchestra_core::node_agent::heartbeat::NodeConfig;
+use orchestra_core::node_agent::host::NodeResources;
+use orchestra_core::scheduler::Scheduler;
+use orchestra_net::loopback::LoopbackNetwork;
+use orchestra_runtime::host::HostResources;
+use orchestra_runtime::process::ProcessRuntime;
+use orchestra_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Prints a line of progress.
+pub(crate) fn progress(message: impl std::fmt::Display) {
+    eprintln!("orchestra: {message}");
+}
+
+/// A signal every part of the process stops on.
+#[derive(Clone, Debug)]
+pub(crate) struct Shutdown {
+    receiver: watch::Receiver<bool>,
+}
+
+impl Shutdown {
+    /// A shutdown signal and the sender that raises it.
+    pub(crate) fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (sender, receiver) = watch::channel(false);
+        (sender, Shutdown { receiver })
+    }
+
+    /// Resolves when shutdown is raised (or its sender is gone).
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut receiver = self.receiver.clone();
+        async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub(crate) async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// The store the control plane keeps its objects in.
+pub(crate) enum StoreChoice {
+    /// The embedded store, in a data folder.
+    Embedded(PathBuf),
+    /// etcd, at these endpoints.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    Etcd(Vec<String>),
+}
+
+/// Opens the chosen store and returns a client over it.
+pub(crate) async fn open_store(choice: &StoreChoice) -> Result<Client> {
+    match choice {
+        StoreChoice::Embedded(dir) => {
+            let store = EmbeddedStore::open(dir, EmbeddedOptions::default())
+                .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            Ok(Client::new(store))
+        }
+        #[cfg(feature = "etcd")]
+        StoreChoice::Etcd(endpoints) => {
+            use orchestra_store::etcd::{EtcdOptions, EtcdStore};
+            let store = EtcdStore::connect(endpoints, EtcdOptions::new())
+                .await
+                .with_context(|| format!("cannot reach etcd at {}", endpoints.join(",")))?;
+            Ok(Client::new(store))
+        }
+        #[cfg(not(feature = "etcd"))]
+        StoreChoice::Etcd(_) => {
+            bail!("this orchestra was built without etcd support (build with --features etcd)")
+        }
+    }
+}
+
+/// The service-account signing key in `pki`, made on first start.
+fn signing_key(pki: &Path) -> Result<SigningKey> {
+    let path = pki.join("sa.key");
+    if path.exists() {
+        let pem = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return SigningKey::from_pem(&pem)
+            .with_context(|| format!("{} is not a signing key", path.display()));
+    }
+    let key = SigningKey::generate().context("cannot generate the signing key")?;
+    let pem = key
+        .to_pkcs8_pem()
+        .context("cannot encode the signing key")?;
+    write_private(&path, pem.as_bytes())?;
+    Ok(key)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The settings of a control plane.
+pub(crate) struct ControlPlaneConfig {
+    /// Where certificates, keys, tokens and the kubeconfig live.
+    pub(crate) data_dir: PathBuf,
+    /// The address the API server listens on.
+    pub(crate) listen: SocketAddr,
+    /// The node logs come from (the all-in-one node's runtime), if any.
+    pub(crate) logs: Option<Arc<ProcessRuntime>>,
+}
+
+/// A running control plane.
+pub(crate) struct ControlPlane {
+    /// The kubeconfig written for the admin.
+    pub(crate) kubeconfig: PathBuf,
+    /// The API server's URL.
+    pub(crate) server_url: String,
+    tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
+}
+
+impl ControlPlane {
+    /// Starts the API server, the controllers and the scheduler on `client`'s store.
+    pub(crate) async fn start(
+        client: Client,
+        config: ControlPlaneConfig,
+        shutdown: &Shutdown,
+    ) -> Result<ControlPlane> {
+        client
+            .bootstrap()
+            .await
+            .context("cannot create the system namespaces")?;
+        let pki = config.data_dir.join("pki");
+        std::fs::create_dir_all(&pki)
+            .with_context(|| format!("cannot create {}", pki.display()))?;
+        let mut sans = vec![config.listen.ip().to_string()];
+        if config.listen.ip().is_unspecified() {
+            sans.push("127.0.0.1".to_owned());
+        }
+        let certs = ServingCerts::load_or_generate(&pki, &sans)
+            .context("cannot set up the serving certificate")?;
+        if certs.generated_ca() {
+            progress(format!("made a new cluster CA in {}", pki.display()));
+        }
+        let issuer = TokenIssuer::new(signing_key(&pki)?);
+        let (admin, admin_token) = StaticTokens::generate_admin(&pki.join("tokens.csv"))
+            .context("cannot set up the admin token")?;
+        let authenticator = Chain::new().with(admin).with(ServiceAccountTokens::new(
+            issuer.verifier().accept_legacy(true),
+            client.clone(),
+        ));
+        let mut builder = ApiServer::builder(client.clone())
+            .authentication(Authentication::new(Arc::new(authenticator)));
+        if let Some(runtime) = &config.logs {
+            builder = builder.logs(Arc::new(RuntimeLogs::new(runtime.clone())));
+        }
+        let server = builder.build();
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let address = listener.local_addr()?;
+        let host = if address.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            address.ip().to_string()
+        };
+        let server_url = format!("https://{host}:{}", address.port());
+        let tls = certs.server_config().context("cannot set up TLS")?;
+        let mut tasks: Vec<(&'static str, JoinHandle<Result<()>>)> = Vec::new();
+        let stop = shutdown.wait();
+        tasks.push((
+            "API server",
+            tokio::spawn(async move {
+                serve_tls(listener, tls, server.router(), stop)
+                    .await
+                    .context("the API server failed")
+            }),
+        ));
+        progress(format!("API server listening on {server_url}"));
+
+        let kubeconfig = config.data_dir.join("kubeconfig");
+        Kubeconfig::new(&server_url, certs.ca_pem(), "admin", &admin_token)
+            .write(&kubeconfig)
+            .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+
+        let manager = ControllerManager::new(client.clone())
+            .token_issuer(issuer)
+            .root_ca(certs.ca_pem().as_bytes().to_vec());
+        let stop = shutdown.wait();
+        tasks.push((
+            "controller manager",
+            tokio::spawn(async move { manager.run(stop).await.context("the controllers failed") }),
+        ));
+        let stop = shutdown.wait();
+        let scheduler = Scheduler::new(client.clone());
+        tasks.push((
+            "scheduler",
+            tokio::spawn(async move { scheduler.run(stop).await.context("the scheduler failed") }),
+        ));
+        progress("controllers and scheduler started");
+        Ok(ControlPlane {
+            kubeconfig,
+            server_url,
+            tasks,
+        })
+    }
+
+    /// Waits for every part to stop (after shutdown is raised), reporting failures.
+    pub(crate) async fn join(self) -> Result<()> {
+        join_all(self.tasks).await
+    }
+}
+
+/// Waits for tasks, reporting each failure; the first is returned.
+pub(crate) async fn join_all(tasks: Vec<(&'static str, JoinHandle<Result<()>>)>) -> Result<()> {
+    let mut first = None;
+    for (name, task) in tasks {
+        let outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(error) => Err(anyhow::anyhow!("the {name} panicked: {error}")),
+        };
+        if let Err(error) = outcome {
+            progress(format!("{name}: {error:#}"));
+            first.get_or_insert(error);
+        }
+    }
+    match first {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// The settings of a node agent.
+pub(crate) struct AgentConfig {
+    /// The node's name.
+    pub(crate) node_name: String,
+    /// Where the runtime keeps its state (containers, logs, images) and the network its leases.
+    pub(crate) data_dir: PathBuf,
+    /// The addresses pods get (loopback addresses: pods share the host's network namespace).
+    pub(crate) pod_range: String,
+}
+
+/// Opens the process runtime of an agent's data folder.
+pub(crate) async fn open_runtime(data_dir: &Path) -> Result<Arc<ProcessRuntime>> {
+    let runtime = ProcessRuntime::open(data_dir.join("runtime"))
+        .await
+        .with_context(|| format!("cannot open the runtime in {}", data_dir.display()))?;
+    Ok(Arc::new(runtime))
+}
+
+/// Starts a node agent with the process runtime.
+pub(crate) fn start_agent(
+    client: Client,
+    config: &AgentConfig,
+    runtime: Arc<ProcessRuntime>,
+    shutdown: &Shutdown,
+) -> Result<JoinHandle<Result<()>>> {
+    let network = LoopbackNetwork::open(config.data_dir.join("network"), &config.pod_range)
+        .with_context(|| format!("cannot set up the pod network {}", config.pod_range))?;
+    let resources =
+        HostResources::new(&config.data_dir).context("cannot read the host's resources")?;
+    let node = NodeConfig::new(&config.node_name, resources.capacity());
+    let agent = NodeAgent::new(client, NodeAgentConfig::new(node), runtime)
+        .with_network(Arc::new(network))
+        .with_resources(Arc::new(resources));
+    let stop = shutdown.wait();
+    Ok(tokio::spawn(async move {
+        agent.run(stop).await.context("the node agent failed")
+    }))
+}
+
+/// Waits until the node is registered and Ready.
+pub(crate) async fn wait_node_ready(client: &Client, node: &str) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for _ in 0..600 {
+        if let Ok(Some(node)) = nodes.get_opt(node).await {
+            let ready = node
+                .status
+                .as_ref()
+                .and_then(|status| status.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|condition| condition.type_ == "Ready" && condition.status == "True");
+            if ready {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("node {node} did not become Ready within a minute")
+}
+
+/// This host's name, the default node name.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_lowercase())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "orchestra-node".to_owned())
+}
