@@ -601,6 +601,7 @@ impl DocumentBuilder {
         let list = json!({"$ref": format!("{COMPONENTS}{root_name}List")});
         let status_ref = json!({"$ref": format!("{COMPONENTS}{STATUS}")});
         let gvk = gvk(&resource.group, &resource.version, &resource.kind);
+        let strategic = MergeKeys::for_resource(resource).is_some();
         let operation = |action: &str, verb: &str, suffix: &str, response: &Value| {
             let mut operation = json!({
                 "description": format!("{verb} {}", resource.kind),
@@ -632,10 +633,9 @@ impl DocumentBuilder {
                         let mut content = Map::new();
                         content.insert("application/json-patch+json".into(), patch.clone());
                         content.insert("application/merge-patch+json".into(), patch.clone());
-                        if resource.group.is_empty()
-                            || resource.group.ends_with(".k8s.io")
-                            || !resource.group.contains('.')
-                        {
+                        // Kubernetes takes strategic merge patches for its built-in kinds
+                        // only: those with a merge-key table.
+                        if strategic {
                             content.insert(
                                 "application/strategic-merge-patch+json".into(),
                                 patch.clone(),

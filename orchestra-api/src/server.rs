@@ -170,9 +170,10 @@ fn content_type(headers: &HeaderMap) -> &str {
 
 /// Whether the client asks for the `Table` format (`kubectl get`).
 fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| {
-        first.split(';').any(|p| p.trim() == "as=Table") && first.contains("g=meta.k8s.io")
-    })
+    crate::table::accepts_table(accept)
+        || accept.split(',').next().is_some_and(|first| {
+            first.split(';').any(|p| p.trim() == "as=Table") && first.contains("g=meta.k8s.io")
+        })
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response {

@@ -10,21 +10,21 @@
 //! of every cell follow Kubernetes' own printers (`pkg/printers/internalversion/printers.go`) for
 //! the kinds an Orchestra cluster serves:
 //!
-//! | kind | columns (wide ones in brackets) |
-//! |---|---|
-//! | Pod | NAME, READY, STATUS, RESTARTS, AGE, [IP, NODE, NOMINATED NODE, READINESS GATES] |
-//! | Deployment | NAME, READY, UP-TO-DATE, AVAILABLE, AGE, [CONTAINERS, IMAGES, SELECTOR] |
-//! | ReplicaSet, ReplicationController | NAME, DESIRED, CURRENT, READY, AGE, [CONTAINERS, IMAGES, SELECTOR] |
-//! | Service | NAME, TYPE, CLUSTER-IP, EXTERNAL-IP, PORT(S), AGE, [SELECTOR] |
-//! | Endpoints | NAME, ENDPOINTS, AGE |
-//! | Node | NAME, STATUS, ROLES, AGE, VERSION, [INTERNAL-IP, EXTERNAL-IP, OS-IMAGE, KERNEL-VERSION, CONTAINER-RUNTIME] |
-//! | Namespace | NAME, STATUS, AGE |
-//! | Event (core and `events.k8s.io`) | LAST SEEN, TYPE, REASON, OBJECT, [SUBOBJECT, SOURCE], MESSAGE, [FIRST SEEN, COUNT, NAME] |
-//! | ConfigMap | NAME, DATA, AGE |
-//! | Secret | NAME, TYPE, DATA, AGE |
-//! | ServiceAccount | NAME, SECRETS, AGE |
-//! | Lease | NAME, HOLDER, AGE |
-//! | PriorityClass | NAME, VALUE, GLOBAL-DEFAULT, AGE, PREEMPTIONPOLICY |
+//! | kind | columns | added by `-o wide` |
+//! |---|---|---|
+//! | Pod | NAME, READY, STATUS, RESTARTS, AGE | IP, NODE, NOMINATED NODE, READINESS GATES |
+//! | Deployment | NAME, READY, UP-TO-DATE, AVAILABLE, AGE | CONTAINERS, IMAGES, SELECTOR |
+//! | ReplicaSet, ReplicationController | NAME, DESIRED, CURRENT, READY, AGE | CONTAINERS, IMAGES, SELECTOR |
+//! | Service | NAME, TYPE, CLUSTER-IP, EXTERNAL-IP, PORT(S), AGE | SELECTOR |
+//! | Endpoints | NAME, ENDPOINTS, AGE | — |
+//! | Node | NAME, STATUS, ROLES, AGE, VERSION | INTERNAL-IP, EXTERNAL-IP, OS-IMAGE, KERNEL-VERSION, CONTAINER-RUNTIME |
+//! | Namespace | NAME, STATUS, AGE | — |
+//! | Event (core and `events.k8s.io`) | LAST SEEN, TYPE, REASON, OBJECT, MESSAGE | SUBOBJECT, SOURCE (before MESSAGE), FIRST SEEN, COUNT, NAME |
+//! | ConfigMap | NAME, DATA, AGE | — |
+//! | Secret | NAME, TYPE, DATA, AGE | — |
+//! | ServiceAccount | NAME, SECRETS, AGE | — |
+//! | Lease | NAME, HOLDER, AGE | — |
+//! | PriorityClass | NAME, VALUE, GLOBAL-DEFAULT, AGE, PREEMPTIONPOLICY | — |
 //!
 //! Every other kind (custom resources above all) gets NAME and AGE, the columns Kubernetes gives a
 //! custom resource whose definition declares no `additionalPrinterColumns`.
