@@ -618,6 +618,48 @@ impl DocumentBuilder {
                 "x-kubernetes-group-version-kind": gvk,
             });
             if let Some(fields) = operation.as_object_mut() {
+                // The query parameters the server takes: kubectl's client-side checks look for
+                // `fieldValidation` and `dryRun` here before relying on the server for them.
+                let names: &[&str] = match action {
+                    "post" | "put" => &["dryRun", "fieldManager", "fieldValidation", "pretty"],
+                    "patch" => &[
+                        "dryRun",
+                        "fieldManager",
+                        "fieldValidation",
+                        "force",
+                        "pretty",
+                    ],
+                    "delete" => &[
+                        "dryRun",
+                        "gracePeriodSeconds",
+                        "propagationPolicy",
+                        "pretty",
+                    ],
+                    "deletecollection" => &[
+                        "dryRun",
+                        "gracePeriodSeconds",
+                        "propagationPolicy",
+                        "labelSelector",
+                        "fieldSelector",
+                    ],
+                    "list" => &[
+                        "labelSelector",
+                        "fieldSelector",
+                        "limit",
+                        "continue",
+                        "resourceVersion",
+                        "resourceVersionMatch",
+                        "watch",
+                        "allowWatchBookmarks",
+                        "timeoutSeconds",
+                        "pretty",
+                    ],
+                    _ => &["pretty"],
+                };
+                fields.insert(
+                    "parameters".into(),
+                    Value::Array(names.iter().map(|name| query_parameter(name)).collect()),
+                );
                 match action {
                     "post" | "put" => {
                         fields.insert(
@@ -1212,6 +1254,76 @@ impl StrategyWalk<'_> {
             );
         }
     }
+}
+
+/// An operation's query parameter, as Kubernetes' documents describe it.
+fn query_parameter(name: &str) -> Value {
+    let (kind, description) = match name {
+        "dryRun" => (
+            "string",
+            "When present, indicates that modifications should not be persisted. The only valid value is All.",
+        ),
+        "fieldManager" => (
+            "string",
+            "fieldManager is a name associated with the actor or entity that is making these changes.",
+        ),
+        "fieldValidation" => (
+            "string",
+            "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields: Ignore, Warn or Strict.",
+        ),
+        "force" => (
+            "boolean",
+            "Force is going to \"force\" Apply requests: re-acquire conflicting fields owned by other people.",
+        ),
+        "gracePeriodSeconds" => (
+            "integer",
+            "The duration in seconds before the object should be deleted.",
+        ),
+        "propagationPolicy" => (
+            "string",
+            "Whether and how garbage collection will be performed: Orphan, Background or Foreground.",
+        ),
+        "labelSelector" => (
+            "string",
+            "A selector to restrict the list of returned objects by their labels.",
+        ),
+        "fieldSelector" => (
+            "string",
+            "A selector to restrict the list of returned objects by their fields.",
+        ),
+        "limit" => (
+            "integer",
+            "The maximum number of responses to return for a list call.",
+        ),
+        "continue" => (
+            "string",
+            "The continue option should be set when retrieving more results from the server.",
+        ),
+        "resourceVersion" => (
+            "string",
+            "resourceVersion sets a constraint on what resource versions a request may be served from.",
+        ),
+        "resourceVersionMatch" => (
+            "string",
+            "resourceVersionMatch determines how resourceVersion is applied to list calls.",
+        ),
+        "watch" => (
+            "boolean",
+            "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications.",
+        ),
+        "allowWatchBookmarks" => (
+            "boolean",
+            "allowWatchBookmarks requests watch events with type \"BOOKMARK\".",
+        ),
+        "timeoutSeconds" => ("integer", "Timeout for the list/watch call."),
+        _ => ("string", "If 'true', then the output is pretty printed."),
+    };
+    json!({
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": {"type": kind, "uniqueItems": true},
+    })
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@
 //!
 //! use orchestra_api::tls::{ServingCerts, serve_tls};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let certs = ServingCerts::load_or_generate(Path::new("/var/lib/orchestra/pki"), &[])?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:6443").await?;
 //! let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));

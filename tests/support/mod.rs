@@ -5,6 +5,8 @@
 //! Each test file uses part of it.
 #![allow(dead_code)]
 
+pub(crate) mod up;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
