@@ -4,11 +4,12 @@
 # On a fresh Debian machine run as root it first installs what the tests need: the Rust
 # toolchain's rustfmt and clippy components, `protobuf-compiler` (the etcd backend's build),
 # `etcd-server` (its tests) and `busybox-static` (a static busybox the image tests package as an
-# image), and checks the shared fixtures beside the checkout; later
-# capabilities add their components (dockerd, CNI plugins, ...) here, and CI (.ci/run) runs this
-# same script. It starts a single etcd member for the tests (scripts/etcd.sh) and stops it at the
-# end, and builds, lints, documents and tests with every feature (`--all-features`). With CI=true
-# a missing component fails the run instead of being skipped.
+# image), the official Kubernetes Python client in a virtualenv (scripts/python.sh), and checks
+# the shared fixtures beside the checkout; later capabilities add their components (dockerd, CNI
+# plugins, ...) here, and CI (.ci/run) runs this same script. It starts a single etcd member for
+# the tests (scripts/etcd.sh) and stops it at the end, and builds, lints, documents and tests with
+# every feature (`--all-features`). With CI=true a missing component fails the run instead of
+# being skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,6 +69,12 @@ if [ ! -d ../shared/fixtures/voting-app ]; then
   echo "../shared/fixtures/voting-app is missing: the tests read the shared fixtures beside the checkout" >&2
   exit 1
 fi
+
+say "python client"
+# The official Kubernetes Python client in a virtualenv (scripts/python.sh), for
+# tests/python_client.rs.
+ORCHESTRA_PYTHON="$(scripts/python.sh)"
+export ORCHESTRA_PYTHON
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

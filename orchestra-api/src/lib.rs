@@ -25,6 +25,7 @@ pub mod discovery;
 pub mod kubeconfig;
 pub mod logs;
 pub mod openapi;
+pub mod protobuf;
 pub mod remote;
 pub mod request;
 pub mod response;

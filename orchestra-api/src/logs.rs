@@ -242,3 +242,202 @@ impl PodLogs for RuntimeLogs {
         Ok(stream.boxed())
     }
 }
+
+/// The path a node agent serves a container's log on (kubelet's).
+fn node_log_path(namespace: &str, pod: &str, container: &str) -> String {
+    format!("/containerLogs/{namespace}/{pod}/{container}")
+}
+
+/// The query string of a log request, as the node's endpoint reads it.
+fn log_query(request: &LogRequest) -> String {
+    let mut query = Vec::new();
+    if request.follow {
+        query.push("follow=true".to_owned());
+    }
+    if let Some(lines) = request.tail_lines {
+        query.push(format!("tailLines={lines}"));
+    }
+    if let Some(since) = request.since {
+        query.push(format!(
+            "sinceTime={}",
+            percent_encoding::utf8_percent_encode(
+                &since.to_string(),
+                percent_encoding::NON_ALPHANUMERIC
+            )
+        ));
+    }
+    if request.timestamps {
+        query.push("timestamps=true".to_owned());
+    }
+    if request.previous {
+        query.push("previous=true".to_owned());
+    }
+    if let Some(limit) = request.limit_bytes {
+        query.push(format!("limitBytes={limit}"));
+    }
+    query.join("&")
+}
+
+/// Pod logs fetched from the node that runs the pod, as Kubernetes' API server asks the kubelet:
+/// `GET http://<InternalIP>:<kubeletEndpoint port>/containerLogs/<ns>/<pod>/<container>` on the
+/// node's [`node_log_router`].
+///
+/// The request carries no credentials: the node's endpoint serves whoever reaches it, so it must
+/// listen only on an address that the control plane alone reaches (authorising the API server to
+/// nodes, as Kubernetes does with client certificates, comes with authorisation).
+#[derive(Clone, Debug)]
+pub struct NodeLogs {
+    client: orchestra_core::api::Client,
+    http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Empty<Bytes>,
+    >,
+}
+
+impl NodeLogs {
+    /// Logs from the nodes `client` knows.
+    pub fn new(client: orchestra_core::api::Client) -> NodeLogs {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        NodeLogs {
+            client,
+            http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector),
+        }
+    }
+}
+
+#[async_trait]
+impl PodLogs for NodeLogs {
+    async fn logs(
+        &self,
+        pod: &Pod,
+        container: &str,
+        request: &LogRequest,
+    ) -> Result<LogStream, StatusError> {
+        use http_body_util::BodyExt as _;
+        use orchestra_core::api::Api;
+        use orchestra_core::k8s::api::core::v1::Node;
+
+        let node_name = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.node_name.clone())
+            .unwrap_or_default();
+        let node = Api::<Node>::all(self.client.clone())
+            .get(&node_name)
+            .await?;
+        let status = node.status.unwrap_or_default();
+        let address = status
+            .addresses
+            .unwrap_or_default()
+            .into_iter()
+            .find(|address| address.type_ == "InternalIP")
+            .map(|address| address.address);
+        let port = status
+            .daemon_endpoints
+            .and_then(|endpoints| endpoints.kubelet_endpoint)
+            .map(|endpoint| endpoint.port);
+        let (Some(address), Some(port)) = (address, port) else {
+            return Err(StatusError::new(
+                StatusReason::ServiceUnavailable,
+                format!("node {node_name} publishes no address to read logs from"),
+            ));
+        };
+        let host = if address.contains(':') {
+            format!("[{address}]")
+        } else {
+            address
+        };
+        let path = node_log_path(
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            container,
+        );
+        let uri = format!("http://{host}:{port}{path}?{}", log_query(request));
+        let http_request = http::Request::get(&uri)
+            .body(http_body_util::Empty::new())
+            .map_err(|error| StatusError::internal(error.to_string()))?;
+        let response = self.http.request(http_request).await.map_err(|error| {
+            StatusError::new(
+                StatusReason::ServiceUnavailable,
+                format!("cannot reach node {node_name} for logs: {error}"),
+            )
+        })?;
+        if !response.status().is_success() {
+            let code = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|body| body.to_bytes())
+                .unwrap_or_default();
+            return Err(StatusError {
+                code,
+                reason: StatusReason::from_code(code),
+                message: String::from_utf8_lossy(&body).trim().to_owned(),
+                details: None,
+            });
+        }
+        let body = http_body_util::BodyStream::new(response.into_body());
+        Ok(body
+            .filter_map(|frame| async move {
+                match frame {
+                    Ok(frame) => frame.into_data().ok().map(Ok),
+                    Err(error) => Some(Err(StatusError::new(
+                        StatusReason::ServiceUnavailable,
+                        format!("the node's log stream broke: {error}"),
+                    ))),
+                }
+            })
+            .boxed())
+    }
+}
+
+/// The routes a node agent serves its pods' logs on (kubelet's `/containerLogs/...`), for a
+/// control plane's [`NodeLogs`]: the pod is read through `client` and its log from `logs`.
+pub fn node_log_router(
+    client: orchestra_core::api::Client,
+    logs: Arc<dyn PodLogs>,
+) -> axum::Router {
+    use axum::extract::{Path, RawQuery, State};
+    use axum::response::IntoResponse as _;
+    use orchestra_core::api::Api;
+
+    type NodeState = (orchestra_core::api::Client, Arc<dyn PodLogs>);
+
+    async fn serve(
+        State((client, logs)): State<NodeState>,
+        Path((namespace, pod, container)): Path<(String, String, String)>,
+        RawQuery(query): RawQuery,
+    ) -> axum::response::Response {
+        let outcome = async {
+            let query = Query::parse(query.as_deref());
+            let request = LogRequest::from_query(&query, client.clock().now())?;
+            let pod = Api::<Pod>::namespaced(client.clone(), &namespace)
+                .get(&pod)
+                .await?;
+            let request = LogRequest {
+                container: Some(container.clone()),
+                ..request
+            };
+            let container = container_of(&pod, &request)?;
+            let stream = logs.logs(&pod, &container, &request).await?;
+            let body = axum::body::Body::from_stream(
+                stream.map(|chunk| chunk.map_err(|error| std::io::Error::other(error.message))),
+            );
+            Ok::<_, StatusError>(body.into_response())
+        };
+        match outcome.await {
+            Ok(response) => response,
+            Err(error) => crate::response::failure(&error),
+        }
+    }
+
+    axum::Router::new()
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            axum::routing::get(serve),
+        )
+        .with_state((client, logs))
+}

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use std::sync::Arc;
+
+use orchestra_api::logs::{RuntimeLogs, node_log_router};
 use orchestra_api::remote::RemoteConfig;
+use orchestra_api::tls::serve_plain;
 
 use super::cluster::{
     AgentConfig, Shutdown, host_name, join_all, open_runtime, progress, start_agent, stop_signal,
@@ -44,6 +48,11 @@ pub(crate) struct AgentArgs {
     /// The loopback addresses pods get.
     #[arg(long, value_name = "CIDR", default_value = "127.101.0.0/16")]
     pod_range: String,
+    /// Where the agent serves its pods' logs to the control plane (kubelet's port 10250); the
+    /// IP is the node's `InternalIP`. The endpoint takes no credentials: give an address only
+    /// the control plane reaches.
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:10250")]
+    log_listen: std::net::SocketAddr,
 }
 
 /// Runs `orchestra agent`.
@@ -106,12 +115,27 @@ async fn agent(args: &AgentArgs) -> Result<()> {
     let node_name = args.node_name.clone().unwrap_or_else(host_name);
     let (stop, shutdown) = Shutdown::new();
     let runtime = open_runtime(&data_dir).await?;
+    let listener = tokio::net::TcpListener::bind(args.log_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for logs", args.log_listen))?;
+    let log_port = listener.local_addr()?.port();
+    let router = node_log_router(client.clone(), Arc::new(RuntimeLogs::new(runtime.clone())));
+    let logs_task = tokio::spawn({
+        let stop = shutdown.wait();
+        async move {
+            serve_plain(listener, router, stop)
+                .await
+                .context("the log endpoint failed")
+        }
+    });
     let task = start_agent(
         client.clone(),
         &AgentConfig {
             node_name: node_name.clone(),
             data_dir,
             pod_range: args.pod_range.clone(),
+            address: args.log_listen.ip(),
+            log_port: Some(log_port),
         },
         runtime,
         &shutdown,
@@ -129,5 +153,5 @@ async fn agent(args: &AgentArgs) -> Result<()> {
     }
     progress("stopping");
     let _ = stop.send(true);
-    join_all(vec![("node agent", task)]).await
+    join_all(vec![("node agent", task), ("log endpoint", logs_task)]).await
 }

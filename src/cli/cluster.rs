@@ -10,12 +10,12 @@ use anyhow::{Context, Result, bail};
 use orchestra_api::ApiServer;
 use orchestra_api::authn::{Authentication, Chain, ServiceAccountTokens, StaticTokens};
 use orchestra_api::kubeconfig::Kubeconfig;
-use orchestra_api::logs::RuntimeLogs;
+use orchestra_api::logs::{NodeLogs, RuntimeLogs};
 use orchestra_api::tls::{ServingCerts, serve_tls};
 use orchestra_core::api::{Api, Client};
 use orchestra_core::controllers::manager::ControllerManager;
 use orchestra_core::controllers::token::{SigningKey, TokenIssuer};
-use orchestra_core::k8s::api::core::v1::Node;
+use orchestra_core::k8s::api::core::v1::{Node, NodeAddress};
 use orchestra_core::node_agent::agent::{NodeAgent, NodeAgentConfig};
 use orchestra_core::node_agent::heartbeat::NodeConfig;
 use orchestra_core::node_agent::host::NodeResources;
@@ -140,7 +140,8 @@ pub(crate) struct ControlPlaneConfig {
     pub(crate) data_dir: PathBuf,
     /// The address the API server listens on.
     pub(crate) listen: SocketAddr,
-    /// The node logs come from (the all-in-one node's runtime), if any.
+    /// The runtime of the all-in-one node, whose logs the server reads directly; without one,
+    /// logs are fetched from the pods' nodes.
     pub(crate) logs: Option<Arc<ProcessRuntime>>,
 }
 
@@ -185,9 +186,10 @@ impl ControlPlane {
         ));
         let mut builder = ApiServer::builder(client.clone())
             .authentication(Authentication::new(Arc::new(authenticator)));
-        if let Some(runtime) = &config.logs {
-            builder = builder.logs(Arc::new(RuntimeLogs::new(runtime.clone())));
-        }
+        builder = match &config.logs {
+            Some(runtime) => builder.logs(Arc::new(RuntimeLogs::new(runtime.clone()))),
+            None => builder.logs(Arc::new(NodeLogs::new(client.clone()))),
+        };
         let server = builder.build();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -272,6 +274,10 @@ pub(crate) struct AgentConfig {
     pub(crate) data_dir: PathBuf,
     /// The addresses pods get (loopback addresses: pods share the host's network namespace).
     pub(crate) pod_range: String,
+    /// The node's address (its `InternalIP`).
+    pub(crate) address: std::net::IpAddr,
+    /// The port it serves its pods' logs on, at its address (kubelet's 10250), if any.
+    pub(crate) log_port: Option<u16>,
 }
 
 /// Opens the process runtime of an agent's data folder.
@@ -293,7 +299,18 @@ pub(crate) fn start_agent(
         .with_context(|| format!("cannot set up the pod network {}", config.pod_range))?;
     let resources =
         HostResources::new(&config.data_dir).context("cannot read the host's resources")?;
-    let node = NodeConfig::new(&config.node_name, resources.capacity());
+    let mut node = NodeConfig::new(&config.node_name, resources.capacity());
+    node.addresses = vec![
+        NodeAddress {
+            type_: "InternalIP".to_owned(),
+            address: config.address.to_string(),
+        },
+        NodeAddress {
+            type_: "Hostname".to_owned(),
+            address: config.node_name.clone(),
+        },
+    ];
+    node.kubelet_port = config.log_port.map(i32::from);
     let agent = NodeAgent::new(client, NodeAgentConfig::new(node), runtime)
         .with_network(Arc::new(network))
         .with_resources(Arc::new(resources));

@@ -90,6 +90,8 @@ async fn up(args: &UpArgs) -> Result<()> {
             node_name: node_name.clone(),
             data_dir: data_dir.clone(),
             pod_range: args.pod_range.clone(),
+            address: args.listen.ip(),
+            log_port: None,
         },
         node_runtime,
         &shutdown,

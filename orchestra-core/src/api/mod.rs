@@ -17,6 +17,9 @@
 //!   alone (the status subresource); Deployments, ReplicaSets and ReplicationControllers have a
 //!   scale subresource;
 //! - **patches** take JSON patches, JSON merge patches and strategic merge patches ([`crate::patch`]);
+//!   a server-side apply (`PatchType::Apply`, with a field manager) creates the object when it
+//!   does not exist, and every write with a field manager records the fields it owns in
+//!   `metadata.managedFields`;
 //! - **deletes** honour preconditions, finalizers (the object is marked with a
 //!   `deletionTimestamp` and goes when its last finalizer is removed), propagation policies
 //!   (recorded as the `orphan` and `foregroundDeletion` finalizers for the garbage collector) and,

@@ -11,7 +11,8 @@ use crate::patch::PatchType;
 pub struct PostParams {
     /// Run every step (defaulting, validation, admission) but do not store the result.
     pub dry_run: bool,
-    /// The name of the actor making the change (recorded for server-side apply later).
+    /// The name of the actor making the change: it comes to own the fields the write sets
+    /// (`metadata.managedFields`, operation `Update`).
     pub field_manager: Option<String>,
 }
 

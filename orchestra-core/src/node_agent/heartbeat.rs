@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use serde_json::json;
@@ -55,6 +58,9 @@ pub struct NodeConfig {
     pub pressure_transition_period: Duration,
     /// The node's addresses (`InternalIP`, `Hostname`).
     pub addresses: Vec<NodeAddress>,
+    /// The port the agent serves container logs on (`status.daemonEndpoints.kubeletEndpoint`,
+    /// kubelet's 10250), at the node's `InternalIP`; none when it serves none.
+    pub kubelet_port: Option<i32>,
     /// Labels besides the well-known ones the agent sets (`kubernetes.io/hostname`,
     /// `kubernetes.io/os`, `kubernetes.io/arch`).
     pub labels: BTreeMap<String, String>,
@@ -80,6 +86,7 @@ impl NodeConfig {
             eviction_thresholds: EvictionThresholds::default(),
             pressure_transition_period: Duration::from_secs(300),
             addresses: Vec::new(),
+            kubelet_port: None,
             labels: BTreeMap::new(),
             agent_version: format!("v{}", env!("CARGO_PKG_VERSION")),
             lease_duration: Duration::from_secs(40),
@@ -279,6 +286,9 @@ fn node_status(
         capacity: Some(observed.capacity.clone()),
         allocatable: Some(observed.allocatable.clone()),
         addresses: (!config.addresses.is_empty()).then(|| config.addresses.clone()),
+        daemon_endpoints: config.kubelet_port.map(|port| NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port }),
+        }),
         conditions: Some(node_conditions(
             previous,
             &observed.readiness,

@@ -1,45 +1,7 @@
 //! Server-side apply (`application/apply-patch+yaml`) and the field ownership every write records
 //! in `metadata.managedFields`, after Kubernetes' `structured-merge-diff`.
 //!
-//! # Field sets
-//!
-//! A [`FieldSet`] is a set of field paths ([`FieldPath`]): members of objects (`.spec.replicas`),
-//! items of *associative lists* named by their key (`.spec.containers[name="web"]`), items of *sets*
-//! named by their value (`.metadata.finalizers[="x"]`). Which lists are which comes from the kind's
-//! [`MergeKeys`], the table strategic merge patches read too: a list merging by a key is an
-//! associative list with that key, a list of primitives merging as a set is a set, and every other
-//! list is *atomic*, owned and replaced as a whole. [`field_set`] gives the fields an applied
-//! configuration sets: its leaves (scalars and atomic lists), the items of its
-//! associative lists and of its sets. A set is stored in Kubernetes' `fieldsV1` form
-//! ([`FieldSet::to_fields_v1`]): `{"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {},
-//! "f:image": {}}}}}`, where `f:` names a field, `k:` a keyed item, `v:` a set item, and `.` the
-//! path itself when it has children in the set too.
-//!
-//! # Managers
-//!
-//! Each entry of `metadata.managedFields` ([`FieldOwner`], read with [`managed_fields`]) says which
-//! fields a *manager* owns, and through which operation: `Apply` for the fields of its last applied
-//! configuration, `Update` for the fields it changed with ordinary writes (create, update, patch).
-//! The server ignores what it sets itself: `apiVersion`, `kind`, the server-set metadata
-//! (`name`, `namespace`, `uid`, `resourceVersion`, `generation`, `creationTimestamp`,
-//! `deletionTimestamp`, `deletionGracePeriodSeconds`, `selfLink`, `managedFields`), and `status`
-//! for writes of the main resource (only `status` for writes of the status subresource).
-//!
-//! # Apply
-//!
-//! [`server_side_apply`] applies a configuration for a manager:
-//!
-//! - the configuration is merged into the live object: objects member by member, associative
-//!   lists item by item by key, sets by value; atomic lists and scalars are replaced;
-//! - the fields the manager applied last time but no longer applies are removed from the object,
-//!   unless another manager owns them too (an object or list emptied this way goes too);
-//! - when the apply changes a field another manager owns, that is a *conflict*, and the apply
-//!   fails with [`ApplyError::Conflicts`] (409 in the API), unless it is forced: then the field
-//!   moves to the applier. Setting a field to the value it has already is no conflict: the field
-//!   is then owned by both managers.
-//!
-//! [`record_update`] records the fields an ordinary write changed as owned by its manager
-//! (operation `Update`), taking them from whoever owned them.
+//! The semantics are described in the [`patch` module documentation](super).
 //!
 //! # Examples
 //!
@@ -801,7 +763,7 @@ fn collect(
 
 /// The fields an applied configuration sets (and that its applier comes to own): its leaves,
 /// the items of its associative lists and sets, leaving out the fields the server sets (see the
-/// [module documentation](self)) and `status`.
+/// [module documentation](super)) and `status`.
 pub fn field_set(config: &Value, merge_keys: Option<&MergeKeys>) -> FieldSet {
     let mut set = FieldSet::new();
     if check_depth(config, "object").is_ok() {
@@ -1134,7 +1096,7 @@ fn clean_config(
 }
 
 /// Applies a configuration for a manager (server-side apply), returning the new object with its
-/// `metadata.managedFields`; see the [module documentation](self).
+/// `metadata.managedFields`; see the [module documentation](super).
 ///
 /// `live` is the stored object, `None` to create one from the configuration. The configuration
 /// must be an object with `apiVersion` and `kind`, without `metadata.managedFields`; its `null`

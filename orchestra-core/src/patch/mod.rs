@@ -62,10 +62,49 @@
 //! server merges it into the live object, removes what the manager applied before and applies no
 //! more, and records who owns which field in `metadata.managedFields`, refusing to change fields
 //! other managers own unless forced. That needs the manager's name and the live object's owners,
-//! which [`apply_patch`] does not take: [`server_side_apply`] applies a configuration, and
-//! [`record_update`] records the fields an ordinary write changed (see the `apply` functions'
-//! documentation for the semantics). [`apply_patch`] refuses [`PatchType::Apply`] with
-//! [`PatchError::ApplyUnsupported`].
+//! which [`apply_patch`] does not take: it refuses [`PatchType::Apply`] with
+//! [`PatchError::ApplyUnsupported`], and [`server_side_apply`] applies a configuration instead.
+//!
+//! A [`FieldSet`] is a set of field paths ([`FieldPath`]): members of objects (`.spec.replicas`),
+//! items of *associative lists* named by their key (`.spec.containers[name="web"]`), items of *sets*
+//! named by their value (`.metadata.finalizers[="x"]`). Which lists are which comes from the kind's
+//! [`MergeKeys`], the table strategic merge patches read too: a list merging by a key is an
+//! associative list with that key, a list of primitives merging as a set is a set, and every other
+//! list is *atomic*, owned and replaced as a whole. [`field_set`] gives the fields an applied
+//! configuration sets: its leaves (scalars and atomic lists), the items of its
+//! associative lists and of its sets. A set is stored in Kubernetes' `fieldsV1` form
+//! ([`FieldSet::to_fields_v1`]): `{"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {},
+//! "f:image": {}}}}}`, where `f:` names a field, `k:` a keyed item, `v:` a set item, and `.` the
+//! path itself when it has children in the set too.
+//!
+//! Each entry of `metadata.managedFields` ([`FieldOwner`], read with [`managed_fields`]) says which
+//! fields a *manager* owns, and through which operation: `Apply` for the fields of its last applied
+//! configuration, `Update` for the fields it changed with ordinary writes (create, update, patch).
+//! The server ignores what it sets itself: `apiVersion`, `kind`, the server-set metadata
+//! (`name`, `namespace`, `uid`, `resourceVersion`, `generation`, `creationTimestamp`,
+//! `deletionTimestamp`, `deletionGracePeriodSeconds`, `selfLink`, `managedFields`), and `status`
+//! for writes of the main resource (only `status` for writes of the status subresource).
+//!
+//! [`server_side_apply`] applies a configuration for a manager:
+//!
+//! - the configuration is merged into the live object: objects member by member, associative
+//!   lists item by item by key, sets by value; atomic lists and scalars are replaced;
+//! - the fields the manager applied last time but no longer applies are removed from the object,
+//!   unless another manager owns them too (an object or list emptied this way goes too);
+//! - when the apply changes a field another manager owns, that is a *conflict*, and the apply
+//!   fails with [`ApplyError::Conflicts`] (409 in the API), unless it is forced: then the field
+//!   moves to the applier. Setting a field to the value it has already is no conflict: the field
+//!   is then owned by both managers.
+//!
+//! [`record_update`] records the fields an ordinary write changed as owned by its manager
+//! (operation `Update`), taking them from whoever owned them.
+//!
+//! Where this differs from Kubernetes: the schema is the [`MergeKeys`] table, so every object is
+//! merged field by field (Kubernetes treats a few, such as label selectors, as atomic), an
+//! associative list has a single key field (a Service's ports are keyed by `port` alone), and
+//! lists not in the table are atomic. A `null` in a configuration is a field left out. Defaults
+//! the server adds after an apply are nobody's, as in Kubernetes, while an ordinary write owns the
+//! defaults of what it wrote.
 //!
 //! # Limits
 //!
