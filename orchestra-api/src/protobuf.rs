@@ -260,10 +260,9 @@ kinds! {
     "batch/v1" "Job" => k8s_rs_pb::api::batch::v1::Job,
         |j| if let Some(s) = j.spec.as_mut() { fix_template(&mut s.template) };
     "batch/v1" "CronJob" => k8s_rs_pb::api::batch::v1::CronJob, |c| {
-        if let Some(s) = c.spec.as_mut().and_then(|s| s.jobTemplate.as_mut()) {
-            if let Some(j) = s.spec.as_mut() {
-                fix_template(&mut j.template);
-            }
+        let job = c.spec.as_mut().and_then(|s| s.jobTemplate.as_mut());
+        if let Some(j) = job.and_then(|t| t.spec.as_mut()) {
+            fix_template(&mut j.template);
         }
     };
     "coordination.k8s.io/v1" "Lease" => k8s_rs_pb::api::coordination::v1::Lease, none, |l, v| {
@@ -715,13 +714,12 @@ impl ser::SerializeStruct for StructSer {
             Some(Value::String(s)) if s == ZERO_TIME => return Ok(()),
             Some(v) => v,
         };
-        if INLINE.contains(&(self.name, name)) {
-            if let Value::Object(inner) = value {
-                self.map.extend(inner);
-                return Ok(());
+        match value {
+            Value::Object(inner) if INLINE.contains(&(self.name, name)) => self.map.extend(inner),
+            value => {
+                self.map.insert(name.to_owned(), value);
             }
         }
-        self.map.insert(name.to_owned(), value);
         Ok(())
     }
     fn end(self) -> Result<Out, SerError> {
@@ -819,7 +817,10 @@ mod tests {
         assert_eq!(container["resources"], json!({}));
         assert_eq!(container["tty"], false);
         assert!(container.get("imagePullPolicy").is_none());
-        assert_eq!(template["spec"]["securityContext"], json!({}));
+        assert_eq!(template["spec"]["hostNetwork"], false);
+        // Go writes every non-pointer string; "" is how an unset one arrives.
+        assert!(template["spec"].get("schedulerName").is_none());
+        assert!(template["spec"].get("restartPolicy").is_none());
         assert!(d["status"].get("conditions").is_none());
     }
 

@@ -6,9 +6,10 @@ Lists namespaces; creates a namespace, ConfigMaps and a Deployment in it; reads 
 by label selector; patches the Deployment (strategic merge) and a ConfigMap (JSON merge patch and
 JSON patch); watches ConfigMaps from a list's resourceVersion and sees ADDED and DELETED events;
 expects 409 for a replace with a stale resourceVersion and 404 for a missing object; deletes the
-namespace. Prints a line per check, and exits 1 at the first failure with the reason (the
-request's traceback and, for an API error, the server's answer). `--debug` (or
-ORCHESTRA_PYTHON_DEBUG=1) logs every request and response, as `kubectl -v=8` does.
+namespace and waits until it is gone. Prints a line per check, and exits 1 at the first failure
+with the reason (the traceback and, for an API error, the server's answer). `--debug` (or
+ORCHESTRA_PYTHON_DEBUG=1) prints every request and response to standard error, as `kubectl -v=8`
+does.
 
 tests/python_client.rs runs it against `orchestra up`; scripts/python.sh installs the client.
 """
@@ -145,11 +146,45 @@ def deployment_body(name):
     }
 
 
+def log_requests(api_client):
+    """Prints every request (method, URL, query, content type, body) and its answer (status,
+    content type, body; a watch's stream is left unread) to standard error, the bearer token
+    left out: `Configuration.debug` would print the token and only part of the exchanges."""
+    rest = api_client.rest_client
+    request = rest.request
+
+    def logged(method, url, query_params=None, headers=None, body=None, **kwargs):
+        headers = headers or {}
+        content_type = headers.get("Content-Type")
+        if content_type == "application/json-patch+json" and not isinstance(body, list):
+            content_type = "application/strategic-merge-patch+json"  # as the client sends it
+        print(f"> {method} {url} query={query_params} Content-Type={content_type}",
+              file=sys.stderr, flush=True)
+        if body is not None:
+            print(f"> {json.dumps(body, default=str)}", file=sys.stderr, flush=True)
+        try:
+            response = request(method, url, query_params=query_params, headers=headers,
+                               body=body, **kwargs)
+        except ApiException as error:
+            print(f"< {error.status} {error.reason} {error.body}", file=sys.stderr, flush=True)
+            raise
+        content_type = response.getheader("Content-Type")
+        if kwargs.get("_preload_content", True):
+            print(f"< {response.status} {content_type} {response.data!r}", file=sys.stderr,
+                  flush=True)
+        else:
+            print(f"< {response.status} {content_type} (streamed)", file=sys.stderr, flush=True)
+        return response
+
+    rest.request = logged
+
+
 def run(kubeconfig, debug):
     configuration = client.Configuration()
     config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    configuration.debug = debug
     api_client = client.ApiClient(configuration)
+    if debug:
+        log_requests(api_client)
     v1 = client.CoreV1Api(api_client)
     apps = client.AppsV1Api(api_client)
     ok(f"loaded {kubeconfig}: server {configuration.host}")
@@ -336,7 +371,17 @@ def run(kubeconfig, debug):
     ok("delete deployment web")
 
     v1.delete_namespace(namespace)
-    ok(f"delete namespace {namespace}")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            phase = v1.read_namespace(namespace).status.phase
+        except ApiException as error:
+            expect(error.status == 404, "404 once the namespace is gone",
+                   f"{error.status}: {error.body}")
+            break
+        expect(time.monotonic() < deadline, "the namespace is gone within 30 s", phase)
+        time.sleep(0.2)
+    ok(f"delete namespace {namespace}: gone")
 
 
 def main():

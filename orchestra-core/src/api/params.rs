@@ -173,7 +173,8 @@ pub struct PatchParams {
     pub patch_type: PatchType,
     /// Run every step but do not store the result.
     pub dry_run: bool,
-    /// The name of the actor making the change.
+    /// The name of the actor making the change: it comes to own the fields the patch sets
+    /// (`metadata.managedFields`). Required for a server-side apply.
     pub field_manager: Option<String>,
     /// For server-side apply: take over the fields other managers own instead of failing with a
     /// conflict.
