@@ -41,10 +41,11 @@ if ! can_make_venv; then
   fi
 fi
 
-if [ ! -x "$python" ]; then
+# A virtualenv whose interpreter no longer runs (its base Python gone) is made again.
+if ! "$python" -c 'import sys' >/dev/null 2>&1; then
   echo "making the virtualenv $VENV" >&2
   mkdir -p "$(dirname "$VENV")"
-  python3 -m venv "$VENV"
+  python3 -m venv --clear "$VENV"
 fi
 echo "installing $REQUIREMENT into $VENV" >&2
 "$python" -m pip install --quiet --disable-pip-version-check "$REQUIREMENT" >&2

@@ -442,10 +442,20 @@ async fn drive(up: &Up) {
 
     // Settled: no-op writes (the same apply, the annotation already there) wake nothing, so the
     // reconciles stop.
-    let before = ctx.reconciles.lock().unwrap().clone();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = ctx.reconciles.lock().unwrap().clone();
-    assert_eq!(before, after, "the controller keeps reconciling");
+    // (The wakes of the last writes may still be in flight: wait for a quiet 2 s.)
+    let deadline = Instant::now() + PATIENCE;
+    let after = loop {
+        let before = ctx.reconciles.lock().unwrap().clone();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = ctx.reconciles.lock().unwrap().clone();
+        if before == after {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller keeps reconciling: {before:?}, then {after:?}"
+        );
+    };
     eprintln!("reconciles: {after:?}");
     eprintln!("reconcile errors: {:?}", ctx.errors.lock().unwrap());
 

@@ -82,7 +82,7 @@ fn subresources(scheme: &Scheme, resource: &ApiResource) -> Vec<SubresourceInfo>
             verbs: &["get", "patch", "update"],
         });
     }
-    if resource.group == "" && resource.plural == "pods" {
+    if resource.group.is_empty() && resource.plural == "pods" {
         list.push(SubresourceInfo {
             name: "binding",
             response: ("", "v1", "Binding"),

@@ -22,15 +22,19 @@
 //!   writes every non-pointer field, so `""` is how an unset string arrives), except
 //!   `storageClassName: ""`, which means "no class";
 //! - `meta/v1` `Time` as RFC 3339 seconds (the zero time is omitted, as Go's JSON writes it
-//!   `null`), `MicroTime` as RFC 3339 with microseconds, `resource.Quantity` as its string,
-//!   `IntOrString` as a number or a string, `RawExtension` as the embedded JSON, `bytes` (a
-//!   Secret's `data`) as base64;
+//!   `null`), `MicroTime` as RFC 3339 with microseconds (the generated types declare
+//!   `MicroTime` fields as `Time`, so this is done for the `MicroTime` fields of the supported
+//!   kinds by name: Lease `acquireTime`/`renewTime`, Event `eventTime`/`series.lastObservedTime`),
+//!   `resource.Quantity` as its string, `IntOrString` as a number or a string, `RawExtension` as
+//!   the embedded JSON, `bytes` (a Secret's `data`) as base64;
 //! - the structs that Go embeds inline in JSON (`Probe.handler`, `Volume.volumeSource`,
 //!   `PersistentVolumeSpec.persistentVolumeSource`,
 //!   `EphemeralContainer.ephemeralContainerCommon`) merged into their parent.
 //!
 //! The kinds are listed in [`supported_kinds`]; `DeleteOptions` is accepted under any group
-//! version.
+//! version. Not handled: `meta/v1` `Duration` fields (the generated `serde` code writes them as
+//! nanoseconds, and none of the supported kinds has one), and protobuf bodies of custom resources
+//! (Kubernetes never sends those).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

@@ -382,10 +382,8 @@ impl Handler<'_> {
                     )),
                 }
             }
-            "application/vnd.kubernetes.protobuf" => Err(StatusError::new(
-                StatusReason::UnsupportedMediaType,
-                "the server does not accept protobuf bodies; send application/json",
-            )),
+            crate::protobuf::PROTOBUF => crate::protobuf::decode(body)
+                .map_err(|error| bad_request(format!("the protobuf body cannot be read: {error}"))),
             _ => serde_json::from_slice(body).map_err(|error| {
                 bad_request(format!("the request body is not valid JSON: {error}"))
             }),
