@@ -78,7 +78,10 @@ fn kubectl_drives_orchestra_up() {
     ] {
         assert!(wide.contains(expected), "no {expected:?} in\n{wide}");
     }
-    let described = up.ok(&["describe", "deployment", "vote"]);
+    // describe: the object, its replica sets and its events (the controller's scaling).
+    let described = up.until(&["describe", "deployment", "vote"], |out| {
+        out.contains("ScalingReplicaSet")
+    });
     for expected in [
         "Name:",
         "vote",
@@ -86,7 +89,8 @@ fn kubectl_drives_orchestra_up() {
         "app=vote",
         "StrategyType:",
         "RollingUpdate",
-        "ScalingReplicaSet",
+        "NewReplicaSet:",
+        "Scaled up replica set vote-",
     ] {
         assert!(
             described.contains(expected),

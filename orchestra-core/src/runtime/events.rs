@@ -8,6 +8,19 @@
 //! queue is full (counted by [`EventRecorder::dropped`]): events are advisory, the caller's work is
 //! not.
 //!
+//! # Aggregation
+//!
+//! Like client-go's `EventCorrelator` (simplified: no spam filter, no "similar events"
+//! combining), the recorder does not create an Event again when it recorded an identical one
+//! (same involved object — kind, namespace, name, uid —, type, reason, message and source
+//! component) at most [`AGGREGATION_WINDOW`] before: it updates the existing Event instead, with
+//! `count` one higher and `lastTimestamp` the new event's time (a merge patch of `count`,
+//! `lastTimestamp` and `message`). The Event is found by the name the recorder remembers; when
+//! it is gone (the patch answers NotFound, say it expired) it is created again, under that name,
+//! with the new count. So thirty failed probes in thirty seconds make one Event that `kubectl
+//! describe` shows as `(x30 over 30s)`. The recorder remembers at most
+//! [`MAX_AGGREGATED_EVENTS`] series; the least recently seen are forgotten first.
+//!
 //! # Examples
 //!
 //! ```
@@ -32,19 +45,31 @@
 //! # }).unwrap();
 //! ```
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{Api, Client, PostParams};
+use crate::api::{Api, Client, PatchParams, PostParams};
+use crate::patch::PatchType;
 use crate::resource::Resource;
 
 /// How many events wait to be created before new ones are dropped (client-go's
 /// `maxQueuedEvents`).
 pub const MAX_QUEUED_EVENTS: usize = 1000;
+
+/// How long after an event an identical one updates its Event (one more `count`) rather than
+/// create another (client-go's aggregation interval, 10 minutes).
+pub const AGGREGATION_WINDOW: SignedDuration = SignedDuration::from_secs(600);
+
+/// How many series of identical events the recorder remembers (client-go's
+/// `maxLruCacheEntries`).
+pub const MAX_AGGREGATED_EVENTS: usize = 4096;
 
 /// The type of an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,18 +120,14 @@ impl EventRecorder {
     /// called inside a tokio runtime.
     pub fn new(client: Client, component: &str) -> EventRecorder {
         let (sender, mut receiver) = mpsc::channel::<Message>(MAX_QUEUED_EVENTS);
-        let writer = client.clone();
+        let mut writer = Writer {
+            client: client.clone(),
+            seen: HashMap::new(),
+        };
         tokio::spawn(async move {
             while let Some(message) = receiver.recv().await {
                 match message {
-                    Message::Event(event) => {
-                        let namespace = event.metadata.namespace.clone().unwrap_or_default();
-                        // An event that cannot be written is lost, as in client-go: the
-                        // component's work does not depend on it.
-                        let _ = Api::<Event>::namespaced(writer.clone(), &namespace)
-                            .create(&PostParams::default(), &event)
-                            .await;
-                    }
+                    Message::Event(event) => writer.write(*event).await,
                     Message::Flush(done) => {
                         let _ = done.send(());
                     }
@@ -206,6 +227,133 @@ impl EventRecorder {
             reporting_component: Some(self.component.to_string()),
             reporting_instance: Some(self.component.to_string()),
             ..Event::default()
+        }
+    }
+}
+
+/// What makes two events identical (client-go's `getEventKey`, without the fields this
+/// recorder never sets).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct EventKey {
+    component: Option<String>,
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    uid: Option<String>,
+    type_: Option<String>,
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+impl EventKey {
+    fn of(event: &Event) -> EventKey {
+        let object = &event.involved_object;
+        EventKey {
+            component: event
+                .source
+                .as_ref()
+                .and_then(|source| source.component.clone()),
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            uid: object.uid.clone(),
+            type_: event.type_.clone(),
+            reason: event.reason.clone(),
+            message: event.message.clone(),
+        }
+    }
+}
+
+/// The Event last written for a series of identical events.
+#[derive(Debug)]
+struct Seen {
+    name: String,
+    count: i32,
+    first_timestamp: Option<Time>,
+    last: Timestamp,
+}
+
+/// The background half of a recorder: writes events, aggregating identical ones.
+struct Writer {
+    client: Client,
+    seen: HashMap<EventKey, Seen>,
+}
+
+impl Writer {
+    /// Creates `event`, or updates the Event of an identical recent one. An event that cannot
+    /// be written is lost, as in client-go: the component's work does not depend on it.
+    async fn write(&mut self, mut event: Event) {
+        let namespace = event.metadata.namespace.clone().unwrap_or_default();
+        let api = Api::<Event>::namespaced(self.client.clone(), &namespace);
+        let key = EventKey::of(&event);
+        let now = event
+            .last_timestamp
+            .as_ref()
+            .map_or_else(|| self.client.clock().now(), |time| time.0);
+        let previous = self
+            .seen
+            .get(&key)
+            .filter(|seen| now.duration_since(seen.last) <= AGGREGATION_WINDOW);
+        if let Some(previous) = previous {
+            event.metadata.name = Some(previous.name.clone());
+            event.first_timestamp = previous.first_timestamp.clone();
+            event.count = Some(previous.count.saturating_add(1));
+            let patch = json!({
+                "count": event.count,
+                "lastTimestamp": event.last_timestamp,
+                "message": event.message,
+            });
+            let patched = api
+                .patch(
+                    &previous.name,
+                    &PatchParams::new(PatchType::Merge),
+                    &patch,
+                )
+                .await;
+            let written = match patched {
+                Ok(written) => Ok(written),
+                // The Event is gone (expired, deleted): create it again.
+                Err(error) if error.is_not_found() => {
+                    api.create(&PostParams::default(), &event).await
+                }
+                Err(error) => Err(error),
+            };
+            if written.is_ok() {
+                self.remember(key, &event, now);
+            }
+            return;
+        }
+        if api.create(&PostParams::default(), &event).await.is_ok() {
+            self.remember(key, &event, now);
+        }
+    }
+
+    fn remember(&mut self, key: EventKey, event: &Event, now: Timestamp) {
+        self.seen.insert(
+            key,
+            Seen {
+                name: event.metadata.name.clone().unwrap_or_default(),
+                count: event.count.unwrap_or(1),
+                first_timestamp: event.first_timestamp.clone(),
+                last: now,
+            },
+        );
+        if self.seen.len() > MAX_AGGREGATED_EVENTS {
+            self.seen
+                .retain(|_, seen| now.duration_since(seen.last) <= AGGREGATION_WINDOW);
+        }
+        if self.seen.len() > MAX_AGGREGATED_EVENTS {
+            // Forget the least recently seen quarter (amortizes the sort).
+            let mut by_age: Vec<(Timestamp, EventKey)> = self
+                .seen
+                .iter()
+                .map(|(key, seen)| (seen.last, key.clone()))
+                .collect();
+            by_age.sort_by_key(|(last, _)| *last);
+            let excess = self.seen.len() - MAX_AGGREGATED_EVENTS * 3 / 4;
+            for (_, key) in by_age.into_iter().take(excess) {
+                self.seen.remove(&key);
+            }
         }
     }
 }
