@@ -324,22 +324,6 @@ async fn drive(up: &Up) {
     cached.sort();
     assert_eq!(cached, ["cm-a", "cm-b", "cm-c"]);
 
-    {
-        use kube::runtime::WatchStreamExt;
-        let stream = kube::runtime::watcher(config_maps.clone(), watcher::Config::default().labels(&format!("{MANAGED}=true")).streaming_lists());
-        let mut stream = Box::pin(stream);
-        let r = tokio::time::timeout(Duration::from_secs(10), async {
-            let mut got = Vec::new();
-            while let Some(ev) = stream.next().await {
-                eprintln!("STREAMING event: {:?}", ev.as_ref().map(|e| match e { watcher::Event::Init => "Init".to_string(), watcher::Event::InitApply(o) => format!("InitApply {}", o.name_any()), watcher::Event::InitDone => "InitDone".to_string(), watcher::Event::Apply(o) => format!("Apply {}", o.name_any()), watcher::Event::Delete(o) => format!("Delete {}", o.name_any())}).map_err(|e| format!("{e:?}")));
-                if let Ok(watcher::Event::InitDone) = ev { return got; }
-                got.push(());
-            }
-            got
-        }).await;
-        eprintln!("STREAMING result: {:?}", r.map(|g| g.len()));
-        let _ = WatchStreamExt::applied_objects(futures_util::stream::empty::<Result<watcher::Event<ConfigMap>, watcher::Error>>());
-    }
     // A label-selected list finds the three; the unlabelled one is left alone.
     let managed = config_maps
         .list(&ListParams::default().labels(&format!("{MANAGED}=true")))

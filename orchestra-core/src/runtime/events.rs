@@ -293,11 +293,12 @@ impl Writer {
         let previous = self
             .seen
             .get(&key)
-            .filter(|seen| now.duration_since(seen.last) <= AGGREGATION_WINDOW);
-        if let Some(previous) = previous {
-            event.metadata.name = Some(previous.name.clone());
-            event.first_timestamp = previous.first_timestamp.clone();
-            event.count = Some(previous.count.saturating_add(1));
+            .filter(|seen| now.duration_since(seen.last) <= AGGREGATION_WINDOW)
+            .map(|seen| (seen.name.clone(), seen.count, seen.first_timestamp.clone()));
+        if let Some((name, count, first_timestamp)) = previous {
+            event.metadata.name = Some(name.clone());
+            event.first_timestamp = first_timestamp;
+            event.count = Some(count.saturating_add(1));
             let patch = json!({
                 "count": event.count,
                 "lastTimestamp": event.last_timestamp,
@@ -305,7 +306,7 @@ impl Writer {
             });
             let patched = api
                 .patch(
-                    &previous.name,
+                    &name,
                     &PatchParams::new(PatchType::Merge),
                     &patch,
                 )
