@@ -16,7 +16,7 @@ use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Preconditions;
 use orchestra_core::api::{
-    Client, DeleteParams, Deletion, ListParams, PatchParams, PostParams, Subresource,
+    Client, DeleteParams, Deletion, ListParams, PatchParams, PostParams, Subresource, WatchEvent,
 };
 use orchestra_core::manifest;
 use orchestra_core::patch::{MergeKeys, PatchType, apply_patch};
@@ -514,13 +514,77 @@ impl Handler<'_> {
     }
 
     async fn watch(&self) -> Outcome {
-        let (params, version) = self.query.watch_params()?;
+        let (params, mut version) = self.query.watch_params()?;
         let timeout = params.timeout;
+        // `sendInitialEvents` (the watch-list of client-go and kube-rs): the current objects as
+        // ADDED events, a bookmark marking their end, then the changes after them.
+        let mut initial = Vec::new();
+        if self.query.flag("sendInitialEvents")? {
+            if !params.bookmarks {
+                return Err(StatusError::new(
+                    StatusReason::Invalid,
+                    "allowWatchBookmarks: Required value: allowWatchBookmarks must be true when sendInitialEvents is set",
+                ));
+            }
+            if self.query.get("resourceVersionMatch") != Some("NotOlderThan") {
+                return Err(StatusError::new(
+                    StatusReason::Invalid,
+                    "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            let mut list_params = ListParams {
+                label_selector: params.label_selector.clone(),
+                field_selector: params.field_selector.clone(),
+                ..ListParams::default()
+            };
+            loop {
+                let page = self
+                    .client()
+                    .list(
+                        self.resource(),
+                        self.namespace(),
+                        &list_params.clone().limit(500),
+                    )
+                    .await?;
+                if list_params.continue_token.is_none() {
+                    version = page.resource_version().unwrap_or_default().to_owned();
+                }
+                let next = page.continue_token().map(str::to_owned);
+                initial.extend(page.items.into_iter().map(WatchEvent::Added));
+                match next {
+                    Some(token) => list_params.continue_token = Some(token),
+                    None => break,
+                }
+            }
+            initial.push(WatchEvent::Bookmark(version.clone()));
+        }
         let events = self
             .client()
             .watch(self.resource(), self.namespace(), &params, &version)
             .await?;
-        Ok(watch_response(self.resource(), events, timeout))
+        let render = wants_table(accept(self.headers)).then(|| {
+            let resource = self.resource().clone();
+            let clock = self.client().clock().clone();
+            let include = IncludeObject::from_query(self.query.get("includeObject"));
+            let render: crate::watch::Render = Box::new(move |object: &DynamicObject| {
+                let value = serde_json::to_value(object).unwrap_or(Value::Null);
+                table(
+                    &resource,
+                    std::slice::from_ref(&value),
+                    json!({}),
+                    include,
+                    clock.now(),
+                )
+            });
+            render
+        });
+        Ok(watch_response(
+            self.resource(),
+            events,
+            timeout,
+            render,
+            initial,
+        ))
     }
 
     async fn create(&self, body: Bytes) -> Outcome {

@@ -16,11 +16,59 @@ use orchestra_core::api::WatchEvent;
 use orchestra_core::resource::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
-/// One event as the line Kubernetes writes for it.
-pub fn event_line(resource: &ApiResource, event: &WatchEvent<DynamicObject>) -> Vec<u8> {
+/// A line of a watch: an event still to write, or one written already.
+enum Line {
+    Event(WatchEvent<DynamicObject>),
+    Raw(Bytes),
+}
+
+/// The events of a watch's initial state (`sendInitialEvents=true`): one `ADDED` per object,
+/// then the bookmark marking their end (annotated `k8s.io/initial-events-end`) at the
+/// bookmark's resource version, which is the last of `initial`.
+fn initial_lines(
+    resource: &ApiResource,
+    initial: Vec<WatchEvent<DynamicObject>>,
+    render: Option<&Render>,
+) -> Vec<Line> {
+    initial
+        .into_iter()
+        .map(|event| match event {
+            WatchEvent::Bookmark(version) => {
+                let object = json!({
+                    "kind": resource.kind,
+                    "apiVersion": resource.api_version,
+                    "metadata": {
+                        "resourceVersion": version,
+                        "annotations": {"k8s.io/initial-events-end": "true"},
+                    },
+                });
+                let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object}))
+                    .unwrap_or_default();
+                line.push(b'\n');
+                Line::Raw(Bytes::from(line))
+            }
+            other => Line::Raw(Bytes::from(event_line(resource, &other, render))),
+        })
+        .collect()
+}
+
+/// How a watch writes the objects of its events: as they are, or as something else (the `Table`
+/// rows of `kubectl get --watch`).
+pub type Render = Box<dyn Fn(&DynamicObject) -> Value + Send + Sync>;
+
+/// One event as the line Kubernetes writes for it, its object written by `render` (as it is
+/// when `None`).
+pub fn event_line(
+    resource: &ApiResource,
+    event: &WatchEvent<DynamicObject>,
+    render: Option<&Render>,
+) -> Vec<u8> {
     let object = match event {
         WatchEvent::Added(object) | WatchEvent::Modified(object) | WatchEvent::Deleted(object) => {
-            serde_json::to_value(object).unwrap_or(Value::Null)
+            match render {
+                Some(render) => render(object),
+                None => serde_json::to_value(object).unwrap_or(Value::Null),
+            }
         }
         WatchEvent::Bookmark(version) => json!({
             "kind": resource.kind,
@@ -40,15 +88,28 @@ pub fn event_line(resource: &ApiResource, event: &WatchEvent<DynamicObject>) -> 
     line
 }
 
-/// The streamed response of a watch, ending after `timeout` when one is given.
+/// The streamed response of a watch, ending after `timeout` when one is given, its objects
+/// written by `render` when one is given.
 pub fn watch_response(
     resource: &ApiResource,
     events: BoxStream<'static, WatchEvent<DynamicObject>>,
     timeout: Option<Duration>,
+    render: Option<Render>,
+    initial: Vec<WatchEvent<DynamicObject>>,
 ) -> Response {
     let resource = resource.clone();
-    let lines = events.map(move |event| {
-        Ok::<_, std::convert::Infallible>(Bytes::from(event_line(&resource, &event)))
+    let initial = initial_lines(&resource, initial, render.as_ref());
+    let events = futures_util::stream::iter(initial).chain(events.map(Line::Event));
+    let lines = events.map(move |line| {
+        let event = match line {
+            Line::Raw(bytes) => return Ok::<_, std::convert::Infallible>(bytes),
+            Line::Event(event) => event,
+        };
+        Ok::<_, std::convert::Infallible>(Bytes::from(event_line(
+            &resource,
+            &event,
+            render.as_ref(),
+        )))
     });
     let body = match timeout {
         Some(timeout) => Body::from_stream(lines.take_until(tokio::time::sleep(timeout))),

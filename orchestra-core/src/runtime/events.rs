@@ -101,9 +101,13 @@ pub struct EventRecorder {
     sender: mpsc::Sender<Message>,
     component: Arc<str>,
     dropped: Arc<AtomicU64>,
-    sequence: Arc<AtomicU64>,
     client: Client,
 }
+
+/// Numbers the events of every recorder of the process, so that two recorders (two components)
+/// naming events about the same object at the same instant — common on a paused clock — never
+/// pick the same name.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,7 +142,6 @@ impl EventRecorder {
             sender,
             component: component.into(),
             dropped: Arc::new(AtomicU64::new(0)),
-            sequence: Arc::new(AtomicU64::new(0)),
             client,
         }
     }
@@ -190,7 +193,7 @@ impl EventRecorder {
             .filter(|namespace| !namespace.is_empty())
             .unwrap_or_else(|| "default".to_owned());
         let now = self.client.clock().now();
-        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         // client-go names an event `<object>.<unix nanoseconds in hex>`; the sequence number
         // keeps two events of the same nanosecond apart.
         let event_name = format!(
@@ -356,5 +359,125 @@ impl Writer {
                 self.seen.remove(&key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::Pod;
+
+    use super::*;
+    use crate::api::{DeleteParams, ListParams};
+    use crate::clock::TokioClock;
+    use crate::store::MemoryStore;
+
+    async fn client() -> Client {
+        let client = Client::builder(MemoryStore::new())
+            .clock(TokioClock::starting_at(Timestamp::UNIX_EPOCH))
+            .build();
+        client.bootstrap().await.unwrap();
+        client
+    }
+
+    fn pod(name: &str, uid: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": uid},
+        }))
+        .unwrap()
+    }
+
+    async fn events(client: &Client) -> Vec<Event> {
+        let mut events = Api::<Event>::namespaced(client.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        events.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        events
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_same_event_five_times_is_one_event_counted_five_times() {
+        let client = client().await;
+        let recorder = EventRecorder::new(client.clone(), "kubelet");
+        let web = pod("web", "1");
+        for _ in 0..5 {
+            recorder.event(&web, EventType::Warning, "Unhealthy", "Readiness probe failed");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        recorder.flush().await;
+        let events = events(&client).await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        let event = &events[0];
+        assert_eq!(event.count, Some(5));
+        assert_eq!(event.reason.as_deref(), Some("Unhealthy"));
+        assert_eq!(event.message.as_deref(), Some("Readiness probe failed"));
+        let first = event.first_timestamp.as_ref().unwrap().0;
+        let last = event.last_timestamp.as_ref().unwrap().0;
+        assert_eq!(first, Timestamp::UNIX_EPOCH);
+        assert_eq!(last.duration_since(first), SignedDuration::from_secs(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_that_differ_are_not_aggregated() {
+        let client = client().await;
+        let recorder = EventRecorder::new(client.clone(), "kubelet");
+        let other_recorder = EventRecorder::new(client.clone(), "other");
+        let web = pod("web", "1");
+        recorder.event(&web, EventType::Normal, "Pulled", "image a");
+        recorder.event(&web, EventType::Normal, "Pulled", "image b");
+        recorder.event(&web, EventType::Warning, "Pulled", "image a");
+        recorder.event(&web, EventType::Normal, "Started", "image a");
+        // Another pod of the same name (another uid).
+        recorder.event(&pod("web", "2"), EventType::Normal, "Pulled", "image a");
+        recorder.event(&pod("db", "3"), EventType::Normal, "Pulled", "image a");
+        recorder.flush().await;
+        other_recorder.event(&web, EventType::Normal, "Pulled", "image a");
+        other_recorder.flush().await;
+        let events = events(&client).await;
+        assert_eq!(events.len(), 7, "{events:?}");
+        assert!(events.iter().all(|event| event.count == Some(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_event_is_created_again_with_the_next_count() {
+        let client = client().await;
+        let recorder = EventRecorder::new(client.clone(), "kubelet");
+        let web = pod("web", "1");
+        recorder.event(&web, EventType::Warning, "BackOff", "Back-off restarting");
+        recorder.event(&web, EventType::Warning, "BackOff", "Back-off restarting");
+        recorder.flush().await;
+        let before = events(&client).await;
+        assert_eq!(before.len(), 1);
+        let name = before[0].metadata.name.clone().unwrap();
+        Api::<Event>::namespaced(client.clone(), "default")
+            .delete(&name, &DeleteParams::default())
+            .await
+            .unwrap();
+        recorder.event(&web, EventType::Warning, "BackOff", "Back-off restarting");
+        recorder.flush().await;
+        let after = events(&client).await;
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].metadata.name.as_deref(), Some(name.as_str()));
+        assert_eq!(after[0].count, Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_after_the_window_is_a_new_event() {
+        let client = client().await;
+        let recorder = EventRecorder::new(client.clone(), "kubelet");
+        let web = pod("web", "1");
+        recorder.event(&web, EventType::Normal, "Pulled", "image a");
+        tokio::time::sleep(Duration::from_secs(599)).await;
+        recorder.event(&web, EventType::Normal, "Pulled", "image a");
+        tokio::time::sleep(Duration::from_secs(601)).await;
+        recorder.event(&web, EventType::Normal, "Pulled", "image a");
+        recorder.flush().await;
+        let events = events(&client).await;
+        let mut counts: Vec<_> = events.iter().map(|event| event.count).collect();
+        counts.sort();
+        assert_eq!(counts, vec![Some(1), Some(2)], "{events:?}");
     }
 }

@@ -145,6 +145,7 @@ use crate::api::{Api, Client, DeleteParams, PatchParams, PostParams};
 use crate::patch::PatchType;
 use crate::runtime::Action;
 use crate::runtime::controller::Controller;
+use crate::runtime::events::{EventRecorder, EventType};
 use crate::runtime::reflector::{ObjectRef, Reader};
 use crate::runtime::watcher::WatcherConfig;
 use crate::selector::Selector;
@@ -176,6 +177,15 @@ const ANNOTATIONS_TO_SKIP: [&str; 6] = [
     MAX_REPLICAS_ANNOTATION,
     ROLLBACK_TO_ANNOTATION,
 ];
+
+/// The component the controller's Events name as their source.
+pub const COMPONENT: &str = "deployment-controller";
+/// Event reason: the controller changed a ReplicaSet's `replicas` (or created it with some).
+pub const SCALING_REPLICA_SET: &str = "ScalingReplicaSet";
+/// Event reason (`Warning`): the new ReplicaSet could not be created.
+pub const REPLICA_SET_CREATE_ERROR: &str = "ReplicaSetCreateError";
+/// Event reason (`Warning`): the Deployment's selector is empty, so it is left alone.
+pub const SELECTING_ALL: &str = "SelectingAll";
 
 /// The `Progressing` condition type.
 pub const PROGRESSING: &str = "Progressing";
@@ -356,6 +366,7 @@ impl DeploymentController {
             move |pod: &Pod| recreate_deployment_of_pod(&deployments, &for_pods, pod),
         );
         let context = Arc::new(SyncContext {
+            recorder: EventRecorder::new(self.client.clone(), COMPONENT),
             client: self.client,
             replica_sets,
             pods,
@@ -482,6 +493,8 @@ fn resource_version(meta: &ObjectMeta) -> Option<u64> {
 
 struct SyncContext {
     client: Client,
+    /// Records the Deployments' Events.
+    recorder: EventRecorder,
     replica_sets: Reader<ReplicaSet>,
     pods: Reader<Pod>,
     /// ReplicaSet writes not yet seen in the cache, by ReplicaSet.
@@ -1161,6 +1174,12 @@ async fn sync_deployment(
         })?;
     if selector.is_empty() {
         // Kubernetes refuses to act on a selector that selects everything.
+        context.recorder.event(
+            deployment.as_ref(),
+            EventType::Warning,
+            SELECTING_ALL,
+            "This deployment is selecting all pods. A non-empty selector is required.",
+        );
         return Ok(Action::await_change());
     }
     let mut sync = Sync {
@@ -1576,6 +1595,14 @@ impl Sync<'_> {
         {
             Ok(created) => {
                 self.context.note_written(&self.key, &created);
+                if replicas > 0 {
+                    self.context.recorder.event(
+                        &self.deployment,
+                        EventType::Normal,
+                        SCALING_REPLICA_SET,
+                        &format!("Scaled up replica set {name} from 0 to {replicas}"),
+                    );
+                }
                 created
             }
             Err(error) if error.reason == StatusReason::AlreadyExists => {
@@ -1605,7 +1632,15 @@ impl Sync<'_> {
                     });
                 }
             }
-            Err(source) => return Err(self.api_error("create replica set", &name, source)),
+            Err(source) => {
+                self.context.recorder.event(
+                    &self.deployment,
+                    EventType::Warning,
+                    REPLICA_SET_CREATE_ERROR,
+                    &format!("Failed to create new replica set \"{name}\": {source}"),
+                );
+                return Err(self.api_error("create replica set", &name, source));
+            }
         };
         let revision = annotation(&created.metadata, REVISION_ANNOTATION)
             .unwrap_or_default()
@@ -1670,17 +1705,29 @@ impl Sync<'_> {
         let surge = max_surge(&self.deployment)?;
         let desired = desired(&self.deployment);
         let mut updated = self.replica_sets[index].clone();
+        let old = spec_replicas(&updated);
         let mut changed = set_replicas_annotations(&mut updated, desired, desired + surge);
+        let mut resized = false;
         if let Some(spec) = updated.spec.as_mut()
             && spec.replicas != Some(replicas)
         {
             spec.replicas = Some(replicas);
             changed = true;
+            resized = old != replicas;
         }
         if !changed {
             return Ok(false);
         }
         self.replace_replica_set(index, updated).await?;
+        if resized {
+            let direction = if old < replicas { "up" } else { "down" };
+            self.context.recorder.event(
+                &self.deployment,
+                EventType::Normal,
+                SCALING_REPLICA_SET,
+                &format!("Scaled {direction} replica set {name} from {old} to {replicas}"),
+            );
+        }
         Ok(true)
     }
 
