@@ -17,7 +17,7 @@ use orchestra_core::controllers::deployment::{
 use orchestra_core::controllers::pods;
 use orchestra_core::controllers::replica_set::ReplicaSetController;
 use orchestra_core::k8s::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet};
-use orchestra_core::k8s::api::core::v1::Pod;
+use orchestra_core::k8s::api::core::v1::{Event, Pod};
 use orchestra_core::simulator::{
     self, AgentConfig, BEHAVIOUR_LABEL, ChaosConfig, Cluster, ClusterConfig,
 };
@@ -1167,4 +1167,89 @@ fn a_rollout_replays_exactly_from_its_seed() {
         })
     };
     assert_eq!(run(), run());
+}
+
+/// The messages of the Events about `web` with `reason`, oldest first.
+async fn deployment_events(cluster: &Cluster, reason: &str) -> Vec<Event> {
+    let mut events: Vec<Event> = Api::<Event>::namespaced(cluster.observer().clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| {
+            event.involved_object.kind.as_deref() == Some("Deployment")
+                && event.involved_object.name.as_deref() == Some("web")
+                && event.reason.as_deref() == Some(reason)
+        })
+        .collect();
+    events.sort_by_key(|event| {
+        event
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    });
+    events
+}
+
+#[test]
+fn a_rollout_records_scaling_replica_set_events() {
+    simulator::simulate(21, |seed| async move {
+        let cluster = start(seed).await;
+        let client = cluster.client().clone();
+        let created = deployments(&client)
+            .create(
+                &PostParams::default(),
+                &web(3, rolling(json!(1), json!(0)), "web:v1"),
+            )
+            .await
+            .unwrap();
+        wait_complete(&cluster, 3, Duration::from_secs(60)).await;
+        set_image(&client, "web:v2").await;
+        wait_complete(&cluster, 3, Duration::from_secs(120)).await;
+        update(&client, |deployment| {
+            deployment.spec.as_mut().unwrap().replicas = Some(5);
+        })
+        .await;
+        wait_complete(&cluster, 5, Duration::from_secs(60)).await;
+        cluster.run_for(Duration::from_secs(1)).await;
+
+        let sets = list_replica_sets(&cluster).await;
+        assert_eq!(sets.len(), 2);
+        let old = sets[0].metadata.name.clone().unwrap();
+        let new = sets[1].metadata.name.clone().unwrap();
+        let hash = compute_hash(&created.spec.as_ref().unwrap().template, None);
+        assert_eq!(old, format!("web-{hash}"));
+        let events = deployment_events(&cluster, "ScalingReplicaSet").await;
+        let messages: Vec<&str> = events
+            .iter()
+            .map(|event| event.message.as_deref().unwrap())
+            .collect();
+        // maxSurge 1, maxUnavailable 0: one pod at a time, up first.
+        assert_eq!(
+            messages,
+            [
+                format!("Scaled up replica set {old} from 0 to 3"),
+                format!("Scaled up replica set {new} from 0 to 1"),
+                format!("Scaled down replica set {old} from 3 to 2"),
+                format!("Scaled up replica set {new} from 1 to 2"),
+                format!("Scaled down replica set {old} from 2 to 1"),
+                format!("Scaled up replica set {new} from 2 to 3"),
+                format!("Scaled down replica set {old} from 1 to 0"),
+                format!("Scaled up replica set {new} from 3 to 5"),
+            ]
+        );
+        for event in &events {
+            assert_eq!(event.type_.as_deref(), Some("Normal"));
+            assert_eq!(event.count, Some(1));
+            assert_eq!(event.involved_object.uid, created.metadata.uid);
+            assert_eq!(
+                event.source.as_ref().and_then(|s| s.component.as_deref()),
+                Some("deployment-controller")
+            );
+        }
+    });
 }

@@ -15,7 +15,7 @@ use orchestra_core::clock::TokioClock;
 use orchestra_core::controllers::pods;
 use orchestra_core::controllers::replica_set::ReplicaSetController;
 use orchestra_core::k8s::api::apps::v1::ReplicaSet;
-use orchestra_core::k8s::api::core::v1::{Pod, ReplicationController};
+use orchestra_core::k8s::api::core::v1::{Event, Pod, ReplicationController};
 use orchestra_core::resource::DynamicObject;
 use orchestra_core::simulator::{
     self, BEHAVIOUR_LABEL, ChaosConfig, Cluster, ClusterConfig, NODE_AGENT,
@@ -688,4 +688,185 @@ fn many_replicas_are_created_at_once() {
         assert_eq!(controlled(&client, &uid).await.len(), replicas as usize);
         running.abort();
     });
+}
+
+/// The Events recorded about the object named `name` of kind `kind`, oldest first.
+async fn events_about(client: &Client, kind: &str, name: &str) -> Vec<Event> {
+    let mut events: Vec<Event> = Api::<Event>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| {
+            event.involved_object.kind.as_deref() == Some(kind)
+                && event.involved_object.name.as_deref() == Some(name)
+        })
+        .collect();
+    events.sort_by_key(|event| {
+        event
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap_or_default()
+            .parse::<u64>()
+            .unwrap()
+    });
+    events
+}
+
+/// The pod names of the events of `reason`, after `prefix` in their messages.
+fn pods_named(events: &[Event], reason: &str, prefix: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|event| event.reason.as_deref() == Some(reason))
+        .map(|event| {
+            let message = event.message.as_deref().unwrap();
+            message
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("{reason} message {message:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn created_and_deleted_pods_are_recorded_as_events() {
+    simulator::simulate(17, |seed| async move {
+        let mut cluster = Cluster::start(ClusterConfig::seeded(seed)).await.unwrap();
+        start_controller(&mut cluster);
+        let api: Api<ReplicaSet> = Api::namespaced(cluster.observer().clone(), "default");
+        let web = api
+            .create(&PostParams::default(), &simple_replica_set("web", 3))
+            .await
+            .unwrap();
+        let uid = uid_of(&web);
+        assert!(wait_for_count(&cluster, &uid, 3).await);
+        scale(cluster.observer(), "web", 1).await;
+        assert!(wait_for_count(&cluster, &uid, 1).await);
+        cluster.run_for(Duration::from_secs(2)).await;
+
+        let events = events_about(cluster.observer(), "ReplicaSet", "web").await;
+        for event in &events {
+            assert_eq!(event.type_.as_deref(), Some("Normal"), "{event:?}");
+            assert_eq!(event.count, Some(1));
+            assert_eq!(event.involved_object.uid.as_deref(), Some(uid.as_str()));
+            assert_eq!(
+                event.source.as_ref().and_then(|s| s.component.as_deref()),
+                Some("replicaset-controller")
+            );
+        }
+        let created = pods_named(&events, "SuccessfulCreate", "Created pod: ");
+        let deleted = pods_named(&events, "SuccessfulDelete", "Deleted pod: ");
+        assert_eq!(created.len(), 3, "{events:?}");
+        assert_eq!(deleted.len(), 2, "{events:?}");
+        assert_eq!(events.len(), 5, "{events:?}");
+        assert!(created.iter().all(|name| name.starts_with("web-")));
+        let remaining: Vec<String> = controlled(cluster.observer(), &uid)
+            .await
+            .into_iter()
+            .map(|pod| pod.metadata.name.unwrap())
+            .collect();
+        let mut accounted: Vec<String> = deleted.iter().chain(&remaining).cloned().collect();
+        accounted.sort();
+        let mut created_sorted = created.clone();
+        created_sorted.sort();
+        assert_eq!(
+            accounted, created_sorted,
+            "every created pod was deleted or remains"
+        );
+        // The creations come first.
+        assert!(
+            events[..3]
+                .iter()
+                .all(|event| event.reason.as_deref() == Some("SuccessfulCreate"))
+        );
+    });
+}
+
+#[test]
+fn replication_controller_events_name_the_replication_controller() {
+    simulator::simulate(18, |seed| async move {
+        let mut cluster = Cluster::start(ClusterConfig::seeded(seed)).await.unwrap();
+        let controller = ReplicaSetController::replication_controllers(cluster.client().clone());
+        cluster.spawn(CONTROLLER, controller.run(std::future::pending()));
+        let api: Api<ReplicationController> =
+            Api::namespaced(cluster.observer().clone(), "default");
+        let rc: ReplicationController = serde_json::from_value(json!({
+            "metadata": {"name": "legacy", "namespace": "default"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"app": "legacy"},
+                "template": {
+                    "metadata": {"labels": {"app": "legacy"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+                },
+            },
+        }))
+        .unwrap();
+        let rc = api.create(&PostParams::default(), &rc).await.unwrap();
+        assert!(wait_for_count(&cluster, &uid_of(&rc), 2).await);
+        cluster.run_for(Duration::from_secs(1)).await;
+        let events = events_about(cluster.observer(), "ReplicationController", "legacy").await;
+        assert_eq!(
+            pods_named(&events, "SuccessfulCreate", "Created pod: ").len(),
+            2,
+            "{events:?}"
+        );
+        assert!(events.iter().all(|event| {
+            event.source.as_ref().and_then(|s| s.component.as_deref())
+                == Some("replication-controller")
+        }));
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_creations_are_one_warning_event_counted() {
+    let client = Client::builder(MemoryStore::new())
+        .clock(TokioClock::starting_at(
+            jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+        ))
+        .admission(RefusePods {
+            refuse: Arc::new(AtomicBool::new(true)),
+        })
+        .seed(8)
+        .build();
+    client.bootstrap().await.unwrap();
+    let running =
+        tokio::spawn(ReplicaSetController::new(client.clone()).run(std::future::pending::<()>()));
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &simple_replica_set("quota", 2))
+        .await
+        .unwrap();
+    let mut failed = Vec::new();
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        failed = events_about(&client, "ReplicaSet", "quota")
+            .await
+            .into_iter()
+            .filter(|event| event.reason.as_deref() == Some("FailedCreate"))
+            .collect();
+        if failed.iter().any(|event| event.count >= Some(10)) {
+            break;
+        }
+    }
+    // The retries (with back-off) fail alike: one Event, counted.
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let event = &failed[0];
+    assert!(event.count >= Some(10), "{event:?}");
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.message.as_deref(),
+        Some("Error creating: pods: exceeded quota: compute-resources")
+    );
+    assert_eq!(
+        event.source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("replicaset-controller")
+    );
+    // Ten retries with back-off take more than a second (timestamps have seconds).
+    assert!(
+        event.last_timestamp.as_ref().unwrap().0 > event.first_timestamp.as_ref().unwrap().0,
+        "{event:?}"
+    );
+    running.abort();
 }

@@ -26,6 +26,13 @@
 //!    and a `ReplicaFailure` condition while creations or deletions fail. When some ready pods
 //!    are not available yet, it looks again when the first of them becomes available.
 //!
+//! It records Events on the object, as Kubernetes' `PodControl` does (source
+//! `replicaset-controller`, or `replication-controller` for ReplicationControllers):
+//! `Normal SuccessfulCreate "Created pod: web-5d9c7b8f4-abcde"`, `Normal SuccessfulDelete
+//! "Deleted pod: web-5d9c7b8f4-abcde"`, and on failure `Warning FailedCreate "Error creating:
+//! <error>"` (not when the namespace is terminating) or `Warning FailedDelete "Error deleting:
+//! <error>"` (not when the pod is already gone).
+//!
 //! A ReplicationController is handled the same way
 //! ([`ReplicaSetController::replication_controllers`]): its selector is a map of labels (the
 //! template's labels when empty), its template is optional (without one it cannot create).
@@ -65,7 +72,6 @@
 //! - Adoption and release use JSON patches guarded by `test` operations on the pod's uid and
 //!   owner references, instead of strategic-merge patches.
 //! - `terminatingReplicas` (an alpha field of Kubernetes 1.33) is not written.
-//! - There are no events (Kubernetes records `SuccessfulCreate`, `FailedCreate`, ...).
 //! - A creation refused because the namespace is terminating stops the sync (and is not an
 //!   error), where Kubernetes goes on with its batches.
 //! - The creations of a batch run as tasks of a `JoinSet` that the sync owns and joins (so that
@@ -152,6 +158,7 @@ use crate::patch::PatchType;
 use crate::resource::{Resource, TypeMeta};
 use crate::runtime::Action;
 use crate::runtime::controller::Controller;
+use crate::runtime::events::{EventRecorder, EventType};
 use crate::runtime::reflector::{ObjectRef, Reader};
 use crate::runtime::watcher::{WatcherConfig, WatcherEvent};
 use crate::selector::Selector;
@@ -166,6 +173,19 @@ pub const DEFAULT_BURST: usize = 500;
 
 /// The type of the condition set while creations or deletions fail.
 pub const REPLICA_FAILURE: &str = "ReplicaFailure";
+
+/// The component the Events about ReplicaSets name as their source.
+pub const REPLICA_SET_COMPONENT: &str = "replicaset-controller";
+/// The component the Events about ReplicationControllers name as their source.
+pub const REPLICATION_CONTROLLER_COMPONENT: &str = "replication-controller";
+/// Event reason: a pod was created.
+pub const SUCCESSFUL_CREATE: &str = "SuccessfulCreate";
+/// Event reason (`Warning`): a pod could not be created.
+pub const FAILED_CREATE: &str = "FailedCreate";
+/// Event reason: a pod was deleted.
+pub const SUCCESSFUL_DELETE: &str = "SuccessfulDelete";
+/// Event reason (`Warning`): a pod could not be deleted.
+pub const FAILED_DELETE: &str = "FailedDelete";
 
 /// After how long unseen creations are looked up in the API.
 const STALE_EXPECTATIONS: Duration = Duration::from_secs(10);
@@ -321,9 +341,16 @@ impl ReplicaSetController {
         S: Future<Output = ()>,
     {
         match self.managed {
-            Managed::ReplicaSets => run_kind::<ReplicaSet, S>(self, shutdown).await,
+            Managed::ReplicaSets => {
+                run_kind::<ReplicaSet, S>(self, REPLICA_SET_COMPONENT, shutdown).await;
+            }
             Managed::ReplicationControllers => {
-                run_kind::<ReplicationController, S>(self, shutdown).await;
+                run_kind::<ReplicationController, S>(
+                    self,
+                    REPLICATION_CONTROLLER_COMPONENT,
+                    shutdown,
+                )
+                .await;
             }
         }
     }
@@ -763,6 +790,8 @@ impl Tracker {
 /// Everything a sync uses.
 struct SyncContext<W> {
     client: Client,
+    /// Records the Events about the managed objects.
+    recorder: EventRecorder,
     pods: Reader<Pod>,
     owners: Reader<W>,
     tracker: Arc<Tracker>,
@@ -809,7 +838,7 @@ fn owners_of<W: ReplicaOwner>(
         .collect()
 }
 
-async fn run_kind<W, S>(settings: ReplicaSetController, shutdown: S)
+async fn run_kind<W, S>(settings: ReplicaSetController, component: &str, shutdown: S)
 where
     W: ReplicaOwner,
     S: Future<Output = ()>,
@@ -877,6 +906,7 @@ where
         },
     );
     let context = Arc::new(SyncContext {
+        recorder: EventRecorder::new(client.clone(), component),
         client,
         pods,
         owners,
@@ -1239,12 +1269,31 @@ async fn create_pods<W: ReplicaOwner>(
                 )))
             });
             match result {
-                Ok(created) => tracker.created(key, ObjectRef::from_obj(&created), &context.pods),
+                Ok(created) => {
+                    context.recorder.event(
+                        owner,
+                        EventType::Normal,
+                        SUCCESSFUL_CREATE,
+                        &format!(
+                            "Created pod: {}",
+                            created.metadata.name.as_deref().unwrap_or_default()
+                        ),
+                    );
+                    tracker.created(key, ObjectRef::from_obj(&created), &context.pods);
+                }
                 Err(error) => {
                     tracker.creations_failed(key, 1);
                     stop = true;
-                    if !is_namespace_terminating(&error) && failure.is_none() {
-                        failure = Some(error);
+                    if !is_namespace_terminating(&error) {
+                        context.recorder.event(
+                            owner,
+                            EventType::Warning,
+                            FAILED_CREATE,
+                            &format!("Error creating: {error}"),
+                        );
+                        if failure.is_none() {
+                            failure = Some(error);
+                        }
                     }
                 }
             }
@@ -1298,10 +1347,26 @@ async fn delete_pods<W: ReplicaOwner>(
         .collect();
     let mut failure = None;
     while let Some((pod_key, result)) = deletions.next().await {
-        if let Err(error) = result {
-            context.tracker.deletion_failed(key, pod_key);
-            if !error.is_not_found() && failure.is_none() {
-                failure = Some((pod_key.name.clone(), error));
+        match result {
+            Ok(_) => context.recorder.event(
+                owner,
+                EventType::Normal,
+                SUCCESSFUL_DELETE,
+                &format!("Deleted pod: {}", pod_key.name),
+            ),
+            Err(error) => {
+                context.tracker.deletion_failed(key, pod_key);
+                if !error.is_not_found() {
+                    context.recorder.event(
+                        owner,
+                        EventType::Warning,
+                        FAILED_DELETE,
+                        &format!("Error deleting: {error}"),
+                    );
+                    if failure.is_none() {
+                        failure = Some((pod_key.name.clone(), error));
+                    }
+                }
             }
         }
     }

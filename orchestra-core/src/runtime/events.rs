@@ -21,6 +21,10 @@
 //! describe` shows as `(x30 over 30s)`. The recorder remembers at most
 //! [`MAX_AGGREGATED_EVENTS`] series; the least recently seen are forgotten first.
 //!
+//! Events are named as client-go names them, `<object>.<unix nanoseconds in hex>` (followed by
+//! the recorder's sequence number); should another recorder have taken the name (two components
+//! recording about one object at the same instant of a paused clock), the API generates one.
+//!
 //! # Examples
 //!
 //! ```
@@ -45,7 +49,7 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -58,6 +62,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::{Api, Client, PatchParams, PostParams};
 use crate::patch::PatchType;
 use crate::resource::Resource;
+use crate::status::{StatusError, StatusReason};
 
 /// How many events wait to be created before new ones are dropped (client-go's
 /// `maxQueuedEvents`).
@@ -101,13 +106,9 @@ pub struct EventRecorder {
     sender: mpsc::Sender<Message>,
     component: Arc<str>,
     dropped: Arc<AtomicU64>,
+    sequence: Arc<AtomicU64>,
     client: Client,
 }
-
-/// Numbers the events of every recorder of the process, so that two recorders (two components)
-/// naming events about the same object at the same instant — common on a paused clock — never
-/// pick the same name.
-static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,7 +127,7 @@ impl EventRecorder {
         let (sender, mut receiver) = mpsc::channel::<Message>(MAX_QUEUED_EVENTS);
         let mut writer = Writer {
             client: client.clone(),
-            seen: HashMap::new(),
+            seen: BTreeMap::new(),
         };
         tokio::spawn(async move {
             while let Some(message) = receiver.recv().await {
@@ -142,6 +143,7 @@ impl EventRecorder {
             sender,
             component: component.into(),
             dropped: Arc::new(AtomicU64::new(0)),
+            sequence: Arc::new(AtomicU64::new(0)),
             client,
         }
     }
@@ -193,9 +195,10 @@ impl EventRecorder {
             .filter(|namespace| !namespace.is_empty())
             .unwrap_or_else(|| "default".to_owned());
         let now = self.client.clock().now();
-        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         // client-go names an event `<object>.<unix nanoseconds in hex>`; the sequence number
-        // keeps two events of the same nanosecond apart.
+        // keeps two events of the same nanosecond apart (and when another recorder took the
+        // name, the writer lets the API generate one).
         let event_name = format!(
             "{}.{:x}{:04x}",
             name,
@@ -236,7 +239,7 @@ impl EventRecorder {
 
 /// What makes two events identical (client-go's `getEventKey`, without the fields this
 /// recorder never sets).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct EventKey {
     component: Option<String>,
     kind: Option<String>,
@@ -276,10 +279,24 @@ struct Seen {
     last: Timestamp,
 }
 
+/// Creates `event`; when its name is taken (another recorder named an event about the same
+/// object at the same instant, as happens on a paused clock), under a name the API generates.
+async fn create(api: &Api<Event>, event: &Event) -> Result<Event, StatusError> {
+    match api.create(&PostParams::default(), event).await {
+        Err(error) if error.reason == StatusReason::AlreadyExists => {
+            let mut renamed = event.clone();
+            renamed.metadata.generate_name =
+                renamed.metadata.name.take().map(|name| format!("{name}-"));
+            api.create(&PostParams::default(), &renamed).await
+        }
+        other => other,
+    }
+}
+
 /// The background half of a recorder: writes events, aggregating identical ones.
 struct Writer {
     client: Client,
-    seen: HashMap<EventKey, Seen>,
+    seen: BTreeMap<EventKey, Seen>,
 }
 
 impl Writer {
@@ -308,27 +325,21 @@ impl Writer {
                 "message": event.message,
             });
             let patched = api
-                .patch(
-                    &name,
-                    &PatchParams::new(PatchType::Merge),
-                    &patch,
-                )
+                .patch(&name, &PatchParams::new(PatchType::Merge), &patch)
                 .await;
             let written = match patched {
                 Ok(written) => Ok(written),
                 // The Event is gone (expired, deleted): create it again.
-                Err(error) if error.is_not_found() => {
-                    api.create(&PostParams::default(), &event).await
-                }
+                Err(error) if error.is_not_found() => create(&api, &event).await,
                 Err(error) => Err(error),
             };
-            if written.is_ok() {
-                self.remember(key, &event, now);
+            if let Ok(written) = written {
+                self.remember(key, &written, now);
             }
             return;
         }
-        if api.create(&PostParams::default(), &event).await.is_ok() {
-            self.remember(key, &event, now);
+        if let Ok(written) = create(&api, &event).await {
+            self.remember(key, &written, now);
         }
     }
 
@@ -404,7 +415,12 @@ mod tests {
         let recorder = EventRecorder::new(client.clone(), "kubelet");
         let web = pod("web", "1");
         for _ in 0..5 {
-            recorder.event(&web, EventType::Warning, "Unhealthy", "Readiness probe failed");
+            recorder.event(
+                &web,
+                EventType::Warning,
+                "Unhealthy",
+                "Readiness probe failed",
+            );
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
         recorder.flush().await;

@@ -57,6 +57,21 @@
 //!    Deployment never times out. A ReplicaSet's `ReplicaFailure` condition (the new one's
 //!    first) is copied to the Deployment while it lasts.
 //!
+//! # Events
+//!
+//! As Kubernetes' controller, it records Events on the Deployment (source
+//! `deployment-controller`, so that `kubectl describe deployment` shows them):
+//!
+//! - `Normal` [`ScalingReplicaSet`](SCALING_REPLICA_SET) whenever it changes a ReplicaSet's
+//!   `replicas`: `Scaled up replica set web-5d9c7b8f4 from 0 to 3` (a new ReplicaSet created
+//!   with replicas counts as scaled up from 0), `Scaled down replica set web-6b7f from 3 to 2`;
+//! - `Warning` [`ReplicaSetCreateError`](REPLICA_SET_CREATE_ERROR) when the new ReplicaSet cannot
+//!   be created: `Failed to create new replica set "web-5d9c7b8f4": <error>`;
+//! - `Warning` [`SelectingAll`](SELECTING_ALL) for a Deployment whose selector is empty.
+//!
+//! Rollbacks are [`rollback`]'s business (kubectl's, on the client side), not the controller's,
+//! so there is no `DeploymentRollback` event.
+//!
 //! # Stricter than Kubernetes
 //!
 //! Kubernetes' rolling update counts the `spec.replicas` of the ReplicaSets. ReplicaSet statuses
