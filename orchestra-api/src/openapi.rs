@@ -327,6 +327,7 @@ struct Served {
 pub struct OpenApi {
     index: Vec<u8>,
     documents: BTreeMap<String, Served>,
+    v2: Vec<u8>,
 }
 
 impl OpenApi {
@@ -353,8 +354,11 @@ impl OpenApi {
         }
         let mut documents = BTreeMap::new();
         let mut index = Map::new();
+        let mut v2 = SwaggerV2::default();
         for (path, builder) in builders {
-            let bytes = serde_json::to_vec(&builder.finish()).unwrap_or_default();
+            let document = builder.finish();
+            v2.add(&document);
+            let bytes = serde_json::to_vec(&document).unwrap_or_default();
             let hash = hex_sha256(&bytes);
             index.insert(
                 path.clone(),
@@ -363,7 +367,18 @@ impl OpenApi {
             documents.insert(path, Served { hash, bytes });
         }
         let index = serde_json::to_vec(&json!({ "paths": index })).unwrap_or_default();
-        OpenApi { index, documents }
+        OpenApi {
+            index,
+            documents,
+            v2: serde_json::to_vec(&v2.finish()).unwrap_or_default(),
+        }
+    }
+
+    /// The whole API as one OpenAPI v2 (Swagger 2.0) document, served at `GET /openapi/v2`: the
+    /// v3 documents' paths and schemas in v2's form (`definitions`, body parameters,
+    /// `format: int-or-string` for `IntOrString`), for clients that still read v2.
+    pub fn v2(&self) -> &[u8] {
+        &self.v2
     }
 
     /// The index served at `GET /openapi/v3`: `{"paths": {"apis/apps/v1": {"serverRelativeURL":
@@ -1256,6 +1271,160 @@ impl StrategyWalk<'_> {
     }
 }
 
+/// The Swagger 2.0 document being made from the v3 documents.
+#[derive(Default)]
+struct SwaggerV2 {
+    paths: Map<String, Value>,
+    definitions: Map<String, Value>,
+}
+
+impl SwaggerV2 {
+    /// Adds one v3 document's paths and schemas.
+    fn add(&mut self, document: &Value) {
+        if let Some(schemas) = document
+            .pointer("/components/schemas")
+            .and_then(Value::as_object)
+        {
+            for (name, schema) in schemas {
+                self.definitions
+                    .entry(name.clone())
+                    .or_insert_with(|| v2_schema(schema));
+            }
+        }
+        if let Some(paths) = document.get("paths").and_then(Value::as_object) {
+            for (path, item) in paths {
+                let mut converted = Map::new();
+                if let Some(operations) = item.as_object() {
+                    for (method, operation) in operations {
+                        converted.insert(method.clone(), v2_operation(operation));
+                    }
+                }
+                self.paths.insert(path.clone(), Value::Object(converted));
+            }
+        }
+    }
+
+    fn finish(self) -> Value {
+        json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
+            "paths": self.paths,
+            "definitions": self.definitions,
+        })
+    }
+}
+
+/// A v3 schema in v2's form: references to `#/definitions/`, and the `oneOf` of `IntOrString`
+/// and `Quantity` (which v2 lacks) as Kubernetes writes them in v2.
+fn v2_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (key, value) in map {
+                if key == "$ref" {
+                    let target = value
+                        .as_str()
+                        .unwrap_or_default()
+                        .replace(COMPONENTS, "#/definitions/");
+                    out.insert(key.clone(), Value::String(target));
+                } else if key == "oneOf" || key == "nullable" {
+                    // Not in v2: `IntOrString` and `Quantity` are strings there, as Kubernetes
+                    // writes them (the former with `format: int-or-string`).
+                    if key == "oneOf" {
+                        out.entry("type").or_insert_with(|| json!("string"));
+                    }
+                } else {
+                    out.insert(key.clone(), v2_schema(value));
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(v2_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A v3 operation in v2's form: the request body as a `body` parameter, each response's schema
+/// beside its description, the media types in `consumes` and `produces`.
+fn v2_operation(operation: &Value) -> Value {
+    let Some(map) = operation.as_object() else {
+        return operation.clone();
+    };
+    let mut out = Map::new();
+    let mut parameters: Vec<Value> = map
+        .get("parameters")
+        .and_then(Value::as_array)
+        .map(|parameters| {
+            parameters
+                .iter()
+                .map(|parameter| {
+                    let mut parameter = parameter.clone();
+                    if let Some(fields) = parameter.as_object_mut()
+                        && let Some(schema) = fields.remove("schema")
+                    {
+                        if let Some(kind) = schema.get("type") {
+                            fields.insert("type".into(), kind.clone());
+                        }
+                        fields.insert("uniqueItems".into(), json!(true));
+                    }
+                    parameter
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(content) = map
+        .get("requestBody")
+        .and_then(|body| body.get("content"))
+        .and_then(Value::as_object)
+    {
+        let consumes: Vec<&String> = content.keys().collect();
+        out.insert("consumes".into(), json!(consumes));
+        if let Some(schema) = content.values().find_map(|media| media.get("schema")) {
+            parameters.push(json!({
+                "name": "body",
+                "in": "body",
+                "required": true,
+                "schema": v2_schema(schema),
+            }));
+        }
+    }
+    if !parameters.is_empty() {
+        out.insert("parameters".into(), Value::Array(parameters));
+    }
+    let mut produces = Vec::new();
+    let mut responses = Map::new();
+    if let Some(listed) = map.get("responses").and_then(Value::as_object) {
+        for (code, response) in listed {
+            let mut converted = Map::new();
+            if let Some(description) = response.get("description") {
+                converted.insert("description".into(), description.clone());
+            }
+            if let Some(content) = response.get("content").and_then(Value::as_object) {
+                for media in content.keys() {
+                    if !produces.contains(media) {
+                        produces.push(media.clone());
+                    }
+                }
+                if let Some(schema) = content.values().find_map(|media| media.get("schema")) {
+                    converted.insert("schema".into(), v2_schema(schema));
+                }
+            }
+            responses.insert(code.clone(), Value::Object(converted));
+        }
+    }
+    if !produces.is_empty() {
+        out.insert("produces".into(), json!(produces));
+    }
+    out.insert("responses".into(), Value::Object(responses));
+    for (key, value) in map {
+        if !matches!(key.as_str(), "parameters" | "requestBody" | "responses") {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    out.insert("schemes".into(), json!(["https"]));
+    Value::Object(out)
+}
+
 /// An operation's query parameter, as Kubernetes' documents describe it.
 fn query_parameter(name: &str) -> Value {
     let (kind, description) = match name {
@@ -1589,6 +1758,37 @@ mod tests {
         assert_eq!(
             converted,
             json!({"allOf": [{"$ref": "#/components/schemas/x.v1.X"}], "nullable": true, "description": "self"})
+        );
+    }
+
+    #[test]
+    fn openapi_v2_holds_every_definition_and_path() {
+        let openapi = OpenApi::new(&Scheme::default());
+        let v2: Value = serde_json::from_slice(openapi.v2()).unwrap_or_default();
+        assert_eq!(v2["swagger"], "2.0");
+        let deployment = &v2["definitions"]["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(
+            deployment["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
+        let text = String::from_utf8_lossy(openapi.v2()).into_owned();
+        assert!(!text.contains("#/components/schemas/"));
+        assert!(text.contains("#/definitions/io.k8s.api.apps.v1.DeploymentSpec"));
+        let int_or_string = &v2["definitions"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"];
+        assert_eq!(int_or_string["type"], "string", "{int_or_string}");
+        assert_eq!(int_or_string["format"], "int-or-string", "{int_or_string}");
+        assert!(int_or_string.get("oneOf").is_none());
+        let create = &v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"]["post"];
+        let body = create["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["in"] == "body")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            body["schema"]["$ref"],
+            "#/definitions/io.k8s.api.apps.v1.Deployment"
         );
     }
 }

@@ -221,6 +221,7 @@ async fn route(
                 ));
             }
             "/openapi/v3" => return Ok(json_bytes(StatusCode::OK, state.openapi.index().to_vec())),
+            "/openapi/v2" => return openapi_v2(state, headers),
             _ => {}
         }
         if let Some(document) = trimmed.strip_prefix("/openapi/v3/") {
@@ -249,6 +250,25 @@ async fn route(
         headers,
     };
     handler.handle(method, body).await
+}
+
+/// `GET /openapi/v2`: the Swagger 2.0 document as JSON. kubectl asks for it only as protobuf
+/// (and uses v3 when it can): a client that takes no JSON gets 406, as Kubernetes answers a media
+/// type it cannot produce.
+fn openapi_v2(state: &ServerState, headers: &HeaderMap) -> Outcome {
+    let accept = accept(headers);
+    let takes_json = accept.is_empty()
+        || accept.split(',').any(|media| {
+            let media = media.split(';').next().unwrap_or_default().trim();
+            matches!(media, "application/json" | "*/*" | "application/*")
+        });
+    if !takes_json {
+        return Err(StatusError::new(
+            StatusReason::NotAcceptable,
+            format!("only application/json is served for the OpenAPI v2 document, not {accept:?}"),
+        ));
+    }
+    Ok(json_bytes(StatusCode::OK, state.openapi.v2().to_vec()))
 }
 
 fn discovery(body: &[u8], aggregated: bool) -> Response {

@@ -59,6 +59,8 @@ pub enum StatusReason {
     Unauthorized,
     /// The method is not supported on this resource (405).
     MethodNotAllowed,
+    /// The server cannot answer in any media type the client accepts (406).
+    NotAcceptable,
     /// The request timed out (504).
     Timeout,
     /// The request body is too large (413).
@@ -86,6 +88,7 @@ impl StatusReason {
             StatusReason::Forbidden => "Forbidden",
             StatusReason::Unauthorized => "Unauthorized",
             StatusReason::MethodNotAllowed => "MethodNotAllowed",
+            StatusReason::NotAcceptable => "NotAcceptable",
             StatusReason::Timeout => "Timeout",
             StatusReason::RequestEntityTooLarge => "RequestEntityTooLarge",
             StatusReason::UnsupportedMediaType => "UnsupportedMediaType",
@@ -103,6 +106,7 @@ impl StatusReason {
             StatusReason::Forbidden => 403,
             StatusReason::NotFound => 404,
             StatusReason::MethodNotAllowed => 405,
+            StatusReason::NotAcceptable => 406,
             StatusReason::AlreadyExists | StatusReason::Conflict => 409,
             StatusReason::Expired => 410,
             StatusReason::RequestEntityTooLarge => 413,
@@ -118,7 +122,7 @@ impl StatusReason {
 
 impl StatusReason {
     /// Every reason.
-    pub const ALL: [StatusReason; 15] = [
+    pub const ALL: [StatusReason; 16] = [
         StatusReason::BadRequest,
         StatusReason::Invalid,
         StatusReason::NotFound,
@@ -128,6 +132,7 @@ impl StatusReason {
         StatusReason::Forbidden,
         StatusReason::Unauthorized,
         StatusReason::MethodNotAllowed,
+        StatusReason::NotAcceptable,
         StatusReason::Timeout,
         StatusReason::RequestEntityTooLarge,
         StatusReason::UnsupportedMediaType,
