@@ -291,7 +291,10 @@ fn decode(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn parse(path: &str) -> Option<(String, Option<String>, Option<String>, Option<String>)> {
+    /// plural, namespace, name, subresource
+    type Parsed = (String, Option<String>, Option<String>, Option<String>);
+
+    fn parse(path: &str) -> Option<Parsed> {
         Target::parse(&Scheme::default(), path)
             .map(|t| (t.resource.plural, t.namespace, t.name, t.subresource))
     }

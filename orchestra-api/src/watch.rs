@@ -16,12 +16,6 @@ use orchestra_core::api::WatchEvent;
 use orchestra_core::resource::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
-/// A line of a watch: an event still to write, or one written already.
-enum Line {
-    Event(WatchEvent<DynamicObject>),
-    Raw(Bytes),
-}
-
 /// The events of a watch's initial state (`sendInitialEvents=true`): one `ADDED` per object,
 /// then the bookmark marking their end (annotated `k8s.io/initial-events-end`) at the
 /// bookmark's resource version, which is the last of `initial`.
@@ -29,7 +23,7 @@ fn initial_lines(
     resource: &ApiResource,
     initial: Vec<WatchEvent<DynamicObject>>,
     render: Option<&Render>,
-) -> Vec<Line> {
+) -> Vec<Bytes> {
     initial
         .into_iter()
         .map(|event| match event {
@@ -45,9 +39,9 @@ fn initial_lines(
                 let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object}))
                     .unwrap_or_default();
                 line.push(b'\n');
-                Line::Raw(Bytes::from(line))
+                Bytes::from(line)
             }
-            other => Line::Raw(Bytes::from(event_line(resource, &other, render))),
+            other => Bytes::from(event_line(resource, &other, render)),
         })
         .collect()
 }
@@ -99,18 +93,11 @@ pub fn watch_response(
 ) -> Response {
     let resource = resource.clone();
     let initial = initial_lines(&resource, initial, render.as_ref());
-    let events = futures_util::stream::iter(initial).chain(events.map(Line::Event));
-    let lines = events.map(move |line| {
-        let event = match line {
-            Line::Raw(bytes) => return Ok::<_, std::convert::Infallible>(bytes),
-            Line::Event(event) => event,
-        };
-        Ok::<_, std::convert::Infallible>(Bytes::from(event_line(
-            &resource,
-            &event,
-            render.as_ref(),
-        )))
-    });
+    let changes =
+        events.map(move |event| Bytes::from(event_line(&resource, &event, render.as_ref())));
+    let lines = futures_util::stream::iter(initial)
+        .chain(changes)
+        .map(Ok::<_, std::convert::Infallible>);
     let body = match timeout {
         Some(timeout) => Body::from_stream(lines.take_until(tokio::time::sleep(timeout))),
         None => Body::from_stream(lines),
