@@ -34,6 +34,7 @@
 //! use orchestra_core::api::Client;
 //! use orchestra_core::store::MemoryStore;
 //!
+//! # #[allow(dead_code)]
 //! # async fn run() -> std::io::Result<()> {
 //! let client = Client::new(MemoryStore::new());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;

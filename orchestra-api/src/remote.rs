@@ -11,6 +11,7 @@
 //! use orchestra_core::api::{Api, ListParams};
 //! use orchestra_core::k8s::api::core::v1::Pod;
 //!
+//! # #[allow(dead_code)]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = RemoteConfig::from_kubeconfig("/root/.orchestra/kubeconfig".as_ref())?.client()?;
 //! let pods: Api<Pod> = Api::namespaced(client, "default");
