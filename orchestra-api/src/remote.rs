@@ -249,14 +249,14 @@ impl HttpTransport {
             .map_err(|error| StatusError::internal(format!("cannot build the request: {error}")))
     }
 
-    /// Sends a request and reads the whole answer, as JSON, or as the `Status` error it holds.
+    /// Sends a request and reads the whole answer, or the `Status` error it holds.
     async fn call(
         &self,
         method: Method,
         path_and_query: &str,
         content_type: &str,
         body: Bytes,
-    ) -> Result<Value, StatusError> {
+    ) -> Result<Bytes, StatusError> {
         let request = self.request(method, path_and_query, content_type, body)?;
         let exchange = async {
             let response =
@@ -285,9 +285,7 @@ impl HttpTransport {
         if !status.is_success() {
             return Err(status_error(status, &body));
         }
-        serde_json::from_slice(&body).map_err(|error| {
-            StatusError::internal(format!("the API server's answer is not JSON: {error}"))
-        })
+        Ok(body)
     }
 
     async fn call_json(
@@ -295,7 +293,7 @@ impl HttpTransport {
         method: Method,
         path_and_query: &str,
         body: &impl serde::Serialize,
-    ) -> Result<Value, StatusError> {
+    ) -> Result<Bytes, StatusError> {
         let body = serde_json::to_vec(body)
             .map_err(|error| StatusError::internal(format!("cannot encode the body: {error}")))?;
         self.call(
@@ -343,8 +341,9 @@ fn status_error(code: StatusCode, body: &[u8]) -> StatusError {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, StatusError> {
-    serde_json::from_value(value).map_err(|error| {
+/// An answer's body read as `T` (straight from the bytes).
+fn decode<T: serde::de::DeserializeOwned>(body: Bytes) -> Result<T, StatusError> {
+    serde_json::from_slice(&body).map_err(|error| {
         StatusError::internal(format!(
             "the API server's answer is not what was asked for: {error}"
         ))
@@ -549,7 +548,7 @@ impl Transport for HttpTransport {
         if let Some(policy) = params.propagation_policy {
             options["propagationPolicy"] = json!(policy.as_str());
         }
-        let answer = self.call_json(Method::DELETE, &path, &options).await?;
+        let answer: Value = decode(self.call_json(Method::DELETE, &path, &options).await?)?;
         if answer.get("kind").and_then(Value::as_str) == Some("Status") {
             // Deleted at once: the server answers with a success Status, not the object.
             let mut gone = DynamicObject::new(name, resource);
@@ -560,7 +559,9 @@ impl Transport for HttpTransport {
                 .map(str::to_owned);
             return Ok(Deletion::Deleted(gone));
         }
-        let object: DynamicObject = decode(answer)?;
+        let object: DynamicObject = serde_json::from_value(answer).map_err(|error| {
+            StatusError::internal(format!("the API server's answer is not an object: {error}"))
+        })?;
         if object.metadata.deletion_timestamp.is_some() {
             Ok(Deletion::InProgress(object))
         } else {

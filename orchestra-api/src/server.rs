@@ -522,14 +522,16 @@ impl Handler<'_> {
                 &table(resource, &objects, metadata, include, now),
             ));
         }
+        // Serialised straight from the objects (a `json!` here would first copy every object
+        // into a `Value`).
         Ok(crate::response::json(
             StatusCode::OK,
-            &json!({
-                "kind": format!("{}List", resource.kind),
-                "apiVersion": resource.api_version,
-                "metadata": list.metadata,
-                "items": list.items,
-            }),
+            &ListBody {
+                kind: format!("{}List", resource.kind),
+                api_version: &resource.api_version,
+                metadata: &list.metadata,
+                items: &list.items,
+            },
         ))
     }
 
@@ -894,6 +896,16 @@ impl Handler<'_> {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         Ok(response)
     }
+}
+
+/// A list answer, borrowing its objects.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListBody<'a> {
+    kind: String,
+    api_version: &'a str,
+    metadata: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta,
+    items: &'a [DynamicObject],
 }
 
 async fn read_body(body: Body) -> Result<Bytes, StatusError> {

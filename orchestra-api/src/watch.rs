@@ -57,27 +57,43 @@ pub fn event_line(
     event: &WatchEvent<DynamicObject>,
     render: Option<&Render>,
 ) -> Vec<u8> {
-    let object = match event {
+    #[derive(serde::Serialize)]
+    struct Line<'a, T: serde::Serialize> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a T,
+    }
+    let kind = event.type_name();
+    let encoded = match event {
         WatchEvent::Added(object) | WatchEvent::Modified(object) | WatchEvent::Deleted(object) => {
             match render {
-                Some(render) => render(object),
-                None => serde_json::to_value(object).unwrap_or(Value::Null),
+                Some(render) => serde_json::to_vec(&Line {
+                    kind,
+                    object: &render(object),
+                }),
+                // Straight from the object, without a copy into a `Value`.
+                None => serde_json::to_vec(&Line { kind, object }),
             }
         }
-        WatchEvent::Bookmark(version) => json!({
-            "kind": resource.kind,
-            "apiVersion": resource.api_version,
-            "metadata": {"resourceVersion": version},
+        WatchEvent::Bookmark(version) => serde_json::to_vec(&Line {
+            kind,
+            object: &json!({
+                "kind": resource.kind,
+                "apiVersion": resource.api_version,
+                "metadata": {"resourceVersion": version},
+            }),
         }),
         WatchEvent::Error(status) => {
             let mut value = serde_json::to_value(status.as_ref()).unwrap_or(Value::Null);
             value["kind"] = json!("Status");
             value["apiVersion"] = json!("v1");
-            value
+            serde_json::to_vec(&Line {
+                kind,
+                object: &value,
+            })
         }
     };
-    let mut line = serde_json::to_vec(&json!({"type": event.type_name(), "object": object}))
-        .unwrap_or_default();
+    let mut line = encoded.unwrap_or_default();
     line.push(b'\n');
     line
 }

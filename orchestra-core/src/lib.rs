@@ -65,6 +65,7 @@ pub mod node_agent;
 pub mod patch;
 pub mod pod_network;
 pub mod quantity;
+pub mod rbac;
 pub mod resource;
 pub mod runtime;
 pub mod scheduler;
