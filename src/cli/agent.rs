@@ -17,8 +17,8 @@ use orchestra_api::remote::RemoteConfig;
 use orchestra_api::tls::serve_plain;
 
 use super::cluster::{
-    AgentConfig, Shutdown, host_name, join_all, open_runtime, progress, start_agent, stop_signal,
-    wait_node_ready,
+    AgentConfig, Shutdown, host_name, join_all, open_runtime, progress, run_to_exit, start_agent,
+    stop_signal, wait_node_ready,
 };
 
 /// Arguments of `orchestra agent`.
@@ -57,23 +57,7 @@ pub(crate) struct AgentArgs {
 
 /// Runs `orchestra agent`.
 pub(crate) fn run(args: &AgentArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(agent(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_to_exit(agent(args))
 }
 
 fn remote_config(args: &AgentArgs) -> Result<RemoteConfig> {

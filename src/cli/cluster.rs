@@ -27,6 +27,28 @@ use orchestra_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Runs a command's future on a multi-threaded runtime: exit 0 when it succeeds, 1 with its
+/// error when it fails, 2 when no runtime can be started.
+pub(crate) fn run_to_exit(command: impl Future<Output = Result<()>>) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Prints a line of progress.
 pub(crate) fn progress(message: impl std::fmt::Display) {
     eprintln!("orchestra: {message}");

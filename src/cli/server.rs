@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::cluster::{
-    ControlPlane, ControlPlaneConfig, Shutdown, StoreChoice, open_store, progress, stop_signal,
+    ControlPlane, ControlPlaneConfig, Shutdown, StoreChoice, open_store, progress, run_to_exit,
+    stop_signal,
 };
 
 /// Arguments of `orchestra server`.
@@ -32,23 +33,7 @@ pub(crate) struct ServerArgs {
 
 /// Runs `orchestra server`.
 pub(crate) fn run(args: &ServerArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(server(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_to_exit(server(args))
 }
 
 async fn server(args: &ServerArgs) -> Result<()> {

@@ -16,7 +16,7 @@ use clap::Args;
 
 use super::cluster::{
     AgentConfig, ControlPlane, ControlPlaneConfig, Shutdown, StoreChoice, host_name, join_all,
-    open_runtime, open_store, progress, start_agent, stop_signal, wait_node_ready,
+    open_runtime, open_store, progress, run_to_exit, start_agent, stop_signal, wait_node_ready,
 };
 
 /// Arguments of `orchestra up`.
@@ -39,23 +39,7 @@ pub(crate) struct UpArgs {
 
 /// Runs `orchestra up`.
 pub(crate) fn run(args: &UpArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(up(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_to_exit(up(args))
 }
 
 async fn up(args: &UpArgs) -> Result<()> {
