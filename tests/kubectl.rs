@@ -9,29 +9,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
-use support::up::{Up, free_port};
+use support::up::{Up, free_port, kubectl_available};
 use support::{StopProcesses, hello_server};
 
 const POD_RANGE: &str = "127.96.0.0/16";
 const NODE: &str = "kubectl-node";
 const FIXTURES: &str = "../shared/fixtures/voting-app";
-
-fn kubectl_available() -> bool {
-    let found = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "kubectl is not on this machine (CI needs it)"
-        );
-        eprintln!("skipped: kubectl is not on this machine");
-    }
-    found
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

@@ -15,28 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::up::free_port;
+use support::up::{free_port, kubectl_available};
 use support::{StopProcesses, hello_server};
 
 const NODE: &str = "agent-node";
 const NODE_2: &str = "agent-node-2";
 const POD_RANGE: &str = "127.99.0.0/17";
 const POD_RANGE_2: &str = "127.99.128.0/17";
-
-fn kubectl_available() -> bool {
-    let found = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "kubectl is not on this machine (CI needs it)"
-        );
-        eprintln!("skipped: kubectl is not on this machine");
-    }
-    found
-}
 
 /// A running `orchestra` child process, its standard error copied to ours line by line with
 /// its name in front (so the server's and the agents' progress can be told apart).

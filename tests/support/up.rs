@@ -7,6 +7,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Whether kubectl is on this machine: under CI (env `CI` set) its absence fails the test,
+/// elsewhere the test is skipped.
+pub(crate) fn kubectl_available() -> bool {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "kubectl is not on this machine (CI needs it)"
+        );
+        eprintln!("skipped: kubectl is not on this machine");
+    }
+    found
+}
+
 /// A free port of 127.0.0.1 (free when asked; the caller binds it soon after).
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
