@@ -76,6 +76,16 @@ say "python client"
 ORCHESTRA_PYTHON="$(scripts/python.sh)"
 export ORCHESTRA_PYTHON
 
+say "disk"
+# A clean build of every target (clippy's, the docs' and ~50 test binaries) takes several GiB;
+# incremental compilation state would double that and buys nothing on a clean checkout, so CI
+# builds without it (a developer's own CARGO_INCREMENTAL wins). A CI run once failed for want of
+# disk: print what there is so the next one says why.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
+df -h . | tail -n 1
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
