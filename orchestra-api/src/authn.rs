@@ -124,6 +124,9 @@ impl UserInfo {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthnError {
+    /// A node name that cannot be a Node's.
+    #[error("{0:?} is not a valid node name (a DNS subdomain)")]
+    BadNodeName(String),
     /// A token file could not be read or written.
     #[error("token file {}: {source}", path.display())]
     Io {
@@ -321,12 +324,7 @@ impl StaticTokens {
                 Ok((tokens, admin))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                rustls::crypto::ring::default_provider()
-                    .secure_random
-                    .fill(&mut bytes)
-                    .map_err(|_| AuthnError::Random)?;
-                let token = URL_SAFE_NO_PAD.encode(bytes);
+                let token = random_token()?;
                 let text = format!("{token},{ADMIN_USER},{ADMIN_USER},\"{MASTERS_GROUP}\"\n");
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|source| AuthnError::Io {
@@ -348,6 +346,133 @@ impl StaticTokens {
                 source,
             }),
         }
+    }
+}
+
+/// A random token: 32 bytes from the operating system, unpadded base64url.
+fn random_token() -> Result<String, AuthnError> {
+    let mut bytes = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| AuthnError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The user name of the agent of node `node`: `system:node:<node>`.
+pub fn node_user(node: &str) -> String {
+    format!("system:node:{node}")
+}
+
+/// The group of node agents.
+pub const NODES_GROUP: &str = "system:nodes";
+
+/// The token of node `node`'s agent in the token file at `path` (user `system:node:<node>`,
+/// group `system:nodes`): the one already there, or a new random one appended to the file
+/// (created with mode `0600` if missing). A server reading the file with [`TokenFile`] accepts
+/// the new token without a restart.
+///
+/// # Errors
+///
+/// [`AuthnError::Io`] if the file cannot be read or written; [`AuthnError::BadNodeName`] for a
+/// name that is not a DNS subdomain; [`AuthnError::Random`].
+pub fn node_token(path: &Path, node: &str) -> Result<String, AuthnError> {
+    let valid = !node.is_empty()
+        && node.len() <= 253
+        && node
+            .split('.')
+            .all(|label| {
+                !label.is_empty()
+                    && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+    if !valid {
+        return Err(AuthnError::BadNodeName(node.to_owned()));
+    }
+    let io = |source| AuthnError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let user = node_user(node);
+    let existing = text
+        .lines()
+        .filter_map(|line| split_csv_line(line.strip_suffix('\r').unwrap_or(line)).ok())
+        .find(|fields| fields.len() >= 3 && !fields[0].is_empty() && fields[1] == user)
+        .map(|fields| fields[0].clone());
+    if let Some(token) = existing {
+        return Ok(token);
+    }
+    let token = random_token()?;
+    let mut text = text;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{token},{user},{user},\"{NODES_GROUP}\"\n"));
+    crate::tls::write_private(path, text.as_bytes(), 0o600).map_err(io)?;
+    Ok(token)
+}
+
+/// A token file read again whenever it changes (its length or modification time), so that
+/// tokens added (by [`node_token`]) or removed take effect without a restart. A file that
+/// cannot be read or parsed keeps the last good set (the error goes to standard error).
+pub struct TokenFile {
+    path: std::path::PathBuf,
+    state: std::sync::Mutex<(Option<(std::time::SystemTime, u64)>, Arc<StaticTokens>)>,
+}
+
+impl fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenFile").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl TokenFile {
+    /// The token file at `path`, read now.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`StaticTokens::load`].
+    pub fn open(path: &Path) -> Result<TokenFile, AuthnError> {
+        let stamp = file_stamp(path);
+        let tokens = StaticTokens::load(path)?;
+        Ok(TokenFile {
+            path: path.to_owned(),
+            state: std::sync::Mutex::new((stamp, Arc::new(tokens))),
+        })
+    }
+
+    /// The tokens as the file holds them now.
+    fn current(&self) -> Arc<StaticTokens> {
+        let stamp = file_stamp(&self.path);
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if stamp != state.0 {
+            match StaticTokens::load(&self.path) {
+                Ok(tokens) => *state = (stamp, Arc::new(tokens)),
+                Err(error) => {
+                    eprintln!("keeping the previous tokens: {error}");
+                    state.0 = stamp;
+                }
+            }
+        }
+        state.1.clone()
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+#[async_trait]
+impl Authenticator for TokenFile {
+    async fn authenticate(&self, token: &str) -> Result<Option<UserInfo>, AuthnError> {
+        self.current().authenticate(token).await
     }
 }
 

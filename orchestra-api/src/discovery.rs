@@ -99,6 +99,13 @@ fn subresources(scheme: &Scheme, resource: &ApiResource) -> Vec<SubresourceInfo>
             verbs: &["get"],
         });
     }
+    if resource.group.is_empty() && resource.plural == "serviceaccounts" {
+        list.push(SubresourceInfo {
+            name: "token",
+            response: ("authentication.k8s.io", "v1", "TokenRequest"),
+            verbs: &["create"],
+        });
+    }
     if has_scale(resource) {
         list.push(SubresourceInfo {
             name: "scale",
@@ -107,6 +114,39 @@ fn subresources(scheme: &Scheme, resource: &ApiResource) -> Vec<SubresourceInfo>
         });
     }
     list
+}
+
+/// The review kinds the authorization layer answers ([`crate::authz::reviews`]): served, not
+/// stored, and only created.
+fn review_resources() -> Vec<ApiResource> {
+    crate::authz::reviews::REVIEWS
+        .iter()
+        .map(|(group, plural, namespaced)| {
+            let kind = match *plural {
+                "selfsubjectaccessreviews" => "SelfSubjectAccessReview",
+                "subjectaccessreviews" => "SubjectAccessReview",
+                "localsubjectaccessreviews" => "LocalSubjectAccessReview",
+                "selfsubjectrulesreviews" => "SelfSubjectRulesReview",
+                _ => "SelfSubjectReview",
+            };
+            ApiResource {
+                group: (*group).to_owned(),
+                version: "v1".to_owned(),
+                api_version: format!("{group}/v1"),
+                kind: kind.to_owned(),
+                plural: (*plural).to_owned(),
+                namespaced: *namespaced,
+            }
+        })
+        .collect()
+}
+
+/// The verbs of a resource: every verb, but only `create` for the reviews.
+fn verbs(resource: &ApiResource) -> &'static [&'static str] {
+    let review = crate::authz::reviews::REVIEWS
+        .iter()
+        .any(|(group, plural, _)| resource.group == *group && resource.plural == *plural);
+    if review { &["create"] } else { &ALL_VERBS }
 }
 
 /// Whether the resource has a `scale` subresource.
@@ -154,7 +194,8 @@ impl Discovery {
     pub fn new(scheme: &Scheme) -> Discovery {
         // group -> version -> resources
         let mut groups: BTreeMap<String, Versions<'_>> = BTreeMap::new();
-        for resource in scheme.resources() {
+        let reviews = review_resources();
+        for resource in scheme.resources().chain(&reviews) {
             groups
                 .entry(resource.group.clone())
                 .or_default()
@@ -297,7 +338,7 @@ fn resource_list(scheme: &Scheme, group_version: &str, resources: &[&ApiResource
             "singularName": resource.kind.to_lowercase(),
             "namespaced": resource.namespaced,
             "kind": resource.kind,
-            "verbs": ALL_VERBS,
+            "verbs": verbs(resource),
         });
         let short = short_names(resource);
         if !short.is_empty() {
@@ -374,7 +415,7 @@ fn aggregated_resource(scheme: &Scheme, resource: &ApiResource) -> Value {
         },
         "scope": if resource.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": resource.kind.to_lowercase(),
-        "verbs": ALL_VERBS,
+        "verbs": verbs(resource),
     });
     let short = short_names(resource);
     if !short.is_empty() {

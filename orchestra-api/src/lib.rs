@@ -44,7 +44,9 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod audit;
 pub mod authn;
+pub mod authz;
 pub mod discovery;
 pub mod kubeconfig;
 pub mod logs;

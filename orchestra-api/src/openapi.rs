@@ -104,9 +104,41 @@ const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
 
 /// `x-kubernetes-list-type` (and `x-kubernetes-list-map-keys` for `map` lists) of fields of the
 /// built-in kinds, as `(component, field, list type, map keys)`: those of the lists Orchestra's
-/// merge-key tables name, from the `+listType`/`+listMapKey` tags of Kubernetes' Go types.
+/// merge-key tables name, and the atomic lists of the RBAC kinds (a patch replaces a role's
+/// `rules` and a binding's `subjects` whole), from the `+listType`/`+listMapKey` tags of
+/// Kubernetes' Go types.
 pub const LIST_TYPES: &[(&str, &str, &str, &[&str])] = &[
     (OBJECT_META, "finalizers", "set", &[]),
+    ("io.k8s.api.rbac.v1.Role", "rules", "atomic", &[]),
+    ("io.k8s.api.rbac.v1.ClusterRole", "rules", "atomic", &[]),
+    (
+        "io.k8s.api.rbac.v1.AggregationRule",
+        "clusterRoleSelectors",
+        "atomic",
+        &[],
+    ),
+    ("io.k8s.api.rbac.v1.PolicyRule", "verbs", "atomic", &[]),
+    ("io.k8s.api.rbac.v1.PolicyRule", "apiGroups", "atomic", &[]),
+    ("io.k8s.api.rbac.v1.PolicyRule", "resources", "atomic", &[]),
+    (
+        "io.k8s.api.rbac.v1.PolicyRule",
+        "resourceNames",
+        "atomic",
+        &[],
+    ),
+    (
+        "io.k8s.api.rbac.v1.PolicyRule",
+        "nonResourceURLs",
+        "atomic",
+        &[],
+    ),
+    ("io.k8s.api.rbac.v1.RoleBinding", "subjects", "atomic", &[]),
+    (
+        "io.k8s.api.rbac.v1.ClusterRoleBinding",
+        "subjects",
+        "atomic",
+        &[],
+    ),
     (OBJECT_META, "ownerReferences", "map", &["uid"]),
     (
         "io.k8s.api.core.v1.Container",
@@ -949,7 +981,7 @@ fn ref_target(schema: &Value) -> Option<&str> {
 struct OperationNames {
     /// `AppsV1`, `CoreV1`, `CoordinationV1`, `StableExampleComV1`.
     group_version: String,
-    /// `apps_v1`, `core_v1`.
+    /// `apps_v1`, `core_v1`, `rbacAuthorization_v1`.
     tag: String,
 }
 
@@ -963,20 +995,29 @@ impl OperationNames {
                 .strip_suffix(".k8s.io")
                 .unwrap_or(&resource.group)
         };
-        let mut group_version = String::new();
+        let mut camel_group = String::new();
         for part in group.split(['.', '-']).filter(|part| !part.is_empty()) {
             let mut chars = part.chars();
             if let Some(first) = chars.next() {
-                group_version.extend(first.to_uppercase());
-                group_version.push_str(chars.as_str());
+                camel_group.extend(first.to_uppercase());
+                camel_group.push_str(chars.as_str());
             }
         }
+        let mut group_version = camel_group.clone();
         let mut version = resource.version.chars();
         if let Some(first) = version.next() {
             group_version.extend(first.to_uppercase());
             group_version.push_str(version.as_str());
         }
-        let tag = format!("{}_{}", group.replace(['.', '-'], "_"), resource.version);
+        // Kubernetes' tag is the group in lower camel case: `core_v1`, `rbacAuthorization_v1`.
+        let mut tag = String::new();
+        let mut chars = camel_group.chars();
+        if let Some(first) = chars.next() {
+            tag.extend(first.to_lowercase());
+            tag.push_str(chars.as_str());
+        }
+        tag.push('_');
+        tag.push_str(&resource.version);
         OperationNames { group_version, tag }
     }
 }
@@ -1520,6 +1561,7 @@ mod tests {
                 "api/v1",
                 "apis/apps/v1",
                 "apis/coordination.k8s.io/v1",
+                "apis/rbac.authorization.k8s.io/v1",
                 "apis/scheduling.k8s.io/v1"
             ]
         );
@@ -1683,6 +1725,71 @@ mod tests {
             document["paths"]["/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"]["get"]
                 ["operationId"],
             "listCoordinationV1NamespacedLease"
+        );
+        assert_eq!(
+            document["paths"]["/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"]["get"]
+                ["tags"],
+            json!(["coordination_v1"])
+        );
+        let document = super::tests::document(&openapi, "apis/rbac.authorization.k8s.io/v1");
+        let paths = &document["paths"];
+        let roles = &paths["/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles"];
+        assert_eq!(
+            roles["get"]["operationId"],
+            "listRbacAuthorizationV1NamespacedRole"
+        );
+        assert_eq!(roles["get"]["tags"], json!(["rbacAuthorization_v1"]));
+        assert_eq!(
+            paths["/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}"]["put"]["operationId"],
+            "replaceRbacAuthorizationV1ClusterRoleBinding"
+        );
+        assert_eq!(
+            paths["/apis/rbac.authorization.k8s.io/v1/rolebindings"]["get"]["operationId"],
+            "listRbacAuthorizationV1RoleBindingForAllNamespaces"
+        );
+    }
+
+    #[test]
+    fn openapi_rbac_components_are_kubernetes_names_with_atomic_lists() {
+        let openapi = OpenApi::new(&Scheme::default());
+        let document = document(&openapi, "apis/rbac.authorization.k8s.io/v1");
+        let schemas = schemas(&document);
+        for (kind, list) in [
+            ("Role", "rules"),
+            ("ClusterRole", "rules"),
+            ("RoleBinding", "subjects"),
+            ("ClusterRoleBinding", "subjects"),
+        ] {
+            let component = &schemas[&format!("io.k8s.api.rbac.v1.{kind}")];
+            assert_eq!(
+                component["x-kubernetes-group-version-kind"],
+                json!([{"group": "rbac.authorization.k8s.io", "kind": kind, "version": "v1"}]),
+                "{kind}"
+            );
+            assert_eq!(
+                component["properties"][list]["x-kubernetes-list-type"], "atomic",
+                "{kind}"
+            );
+            assert!(
+                schemas.contains_key(&format!("io.k8s.api.rbac.v1.{kind}List")),
+                "{kind}"
+            );
+        }
+        for component in [
+            "io.k8s.api.rbac.v1.PolicyRule",
+            "io.k8s.api.rbac.v1.Subject",
+            "io.k8s.api.rbac.v1.RoleRef",
+            "io.k8s.api.rbac.v1.AggregationRule",
+        ] {
+            assert!(schemas.contains_key(component), "{component}");
+        }
+        assert_eq!(
+            schemas["io.k8s.api.rbac.v1.PolicyRule"]["properties"]["verbs"]["x-kubernetes-list-type"],
+            "atomic"
+        );
+        assert_eq!(
+            schemas["io.k8s.api.rbac.v1.ClusterRoleBinding"]["properties"]["roleRef"]["allOf"][0]["$ref"],
+            "#/components/schemas/io.k8s.api.rbac.v1.RoleRef"
         );
     }
 

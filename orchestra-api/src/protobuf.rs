@@ -297,6 +297,18 @@ kinds! {
     "rbac.authorization.k8s.io/v1" "ClusterRoleBinding" =>
         k8s_rs_pb::api::rbac::v1::ClusterRoleBinding, none;
     "storage.k8s.io/v1" "StorageClass" => k8s_rs_pb::api::storage::v1::StorageClass, none;
+    "authorization.k8s.io/v1" "SelfSubjectAccessReview" =>
+        k8s_rs_pb::api::authorization::v1::SelfSubjectAccessReview, none;
+    "authorization.k8s.io/v1" "SubjectAccessReview" =>
+        k8s_rs_pb::api::authorization::v1::SubjectAccessReview, none;
+    "authorization.k8s.io/v1" "LocalSubjectAccessReview" =>
+        k8s_rs_pb::api::authorization::v1::LocalSubjectAccessReview, none;
+    "authorization.k8s.io/v1" "SelfSubjectRulesReview" =>
+        k8s_rs_pb::api::authorization::v1::SelfSubjectRulesReview, none;
+    "authentication.k8s.io/v1" "SelfSubjectReview" =>
+        k8s_rs_pb::api::authentication::v1::SelfSubjectReview, none;
+    "authentication.k8s.io/v1" "TokenRequest" =>
+        k8s_rs_pb::api::authentication::v1::TokenRequest, none;
 }
 
 // The generated `serde` code writes a few `IntOrString` fields (HTTPGetAction.port,
@@ -1043,6 +1055,182 @@ mod tests {
     }
 
     #[test]
+    fn protobuf_rbac_kinds_round_trip() {
+        use k8s_rs_pb::api::rbac::v1 as rbac;
+        use k8s_rs_pb::apimachinery::pkg::apis::meta::v1 as meta;
+        use orchestra_core::k8s::api::rbac::v1 as typed;
+        use orchestra_core::k8s::apimachinery::pkg::apis::meta::v1 as typed_meta;
+
+        const GV: &str = "rbac.authorization.k8s.io/v1";
+        let strings =
+            |values: &[&str]| -> Vec<String> { values.iter().map(|v| (*v).to_owned()).collect() };
+        let metadata = |name: &str, namespace: &str| {
+            let mut m = meta::ObjectMeta::new();
+            m.name = Some(name.into());
+            // Go writes every string; "" is how an unset namespace arrives.
+            m.namespace = Some(namespace.into());
+            MessageField::some(m)
+        };
+        let typed_metadata = |name: &str, namespace: Option<&str>| typed_meta::ObjectMeta {
+            name: Some(name.into()),
+            namespace: namespace.map(str::to_owned),
+            ..typed_meta::ObjectMeta::default()
+        };
+        let mut resource_rule = rbac::PolicyRule::new();
+        resource_rule.verbs = strings(&["get", "list"]);
+        resource_rule.apiGroups = strings(&[""]);
+        resource_rule.resources = strings(&["pods", "pods/log"]);
+        resource_rule.resourceNames = strings(&["web"]);
+        let mut url_rule = rbac::PolicyRule::new();
+        url_rule.verbs = strings(&["get"]);
+        url_rule.nonResourceURLs = strings(&["/healthz", "/apis/*"]);
+        let typed_resource_rule = typed::PolicyRule {
+            verbs: strings(&["get", "list"]),
+            // The core group's "" survives: it is an item of a list, not an unset string.
+            api_groups: Some(strings(&[""])),
+            resources: Some(strings(&["pods", "pods/log"])),
+            resource_names: Some(strings(&["web"])),
+            non_resource_urls: None,
+        };
+        let typed_url_rule = typed::PolicyRule {
+            verbs: strings(&["get"]),
+            non_resource_urls: Some(strings(&["/healthz", "/apis/*"])),
+            ..typed::PolicyRule::default()
+        };
+
+        let mut role = rbac::Role::new();
+        role.metadata = metadata("pod-reader", "default");
+        role.rules.push(resource_rule.clone());
+        let role = decoded(&envelope(GV, "Role", &role.write_to_bytes().unwrap()));
+        assert_eq!(role["apiVersion"], GV);
+        assert_eq!(role["kind"], "Role");
+        assert_eq!(role["rules"][0]["apiGroups"], json!([""]));
+        assert_eq!(
+            serde_json::from_value::<typed::Role>(role).ok(),
+            Some(typed::Role {
+                metadata: typed_metadata("pod-reader", Some("default")),
+                rules: Some(vec![typed_resource_rule.clone()]),
+            })
+        );
+
+        let mut cluster_role = rbac::ClusterRole::new();
+        cluster_role.metadata = metadata("system:monitoring", "");
+        cluster_role.rules.push(resource_rule);
+        cluster_role.rules.push(url_rule);
+        let mut aggregation = rbac::AggregationRule::new();
+        let mut selector = meta::LabelSelector::new();
+        selector.matchLabels.insert(
+            "rbac.example.com/aggregate-to-monitoring".into(),
+            "true".into(),
+        );
+        aggregation.clusterRoleSelectors.push(selector);
+        cluster_role.aggregationRule = MessageField::some(aggregation);
+        let cluster_role = decoded(&envelope(
+            GV,
+            "ClusterRole",
+            &cluster_role.write_to_bytes().unwrap(),
+        ));
+        assert_eq!(
+            serde_json::from_value::<typed::ClusterRole>(cluster_role).ok(),
+            Some(typed::ClusterRole {
+                metadata: typed_metadata("system:monitoring", None),
+                rules: Some(vec![typed_resource_rule, typed_url_rule]),
+                aggregation_rule: Some(typed::AggregationRule {
+                    cluster_role_selectors: Some(vec![typed_meta::LabelSelector {
+                        match_labels: Some(
+                            [(
+                                "rbac.example.com/aggregate-to-monitoring".to_owned(),
+                                "true".to_owned(),
+                            )]
+                            .into(),
+                        ),
+                        match_expressions: None,
+                    }]),
+                }),
+            })
+        );
+
+        let role_ref = |kind: &str, name: &str| {
+            let mut r = rbac::RoleRef::new();
+            r.apiGroup = Some("rbac.authorization.k8s.io".into());
+            r.kind = Some(kind.into());
+            r.name = Some(name.into());
+            MessageField::some(r)
+        };
+        let typed_role_ref = |kind: &str, name: &str| typed::RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: kind.into(),
+            name: name.into(),
+        };
+        let subject = |kind: &str, api_group: &str, name: &str, namespace: &str| {
+            let mut s = rbac::Subject::new();
+            s.kind = Some(kind.into());
+            s.apiGroup = Some(api_group.into());
+            s.name = Some(name.into());
+            s.namespace = Some(namespace.into());
+            s
+        };
+        let subjects = vec![
+            subject("User", "rbac.authorization.k8s.io", "alice", ""),
+            subject("ServiceAccount", "", "builder", "ci"),
+        ];
+        let typed_subjects = vec![
+            typed::Subject {
+                kind: "User".into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                name: "alice".into(),
+                namespace: None,
+            },
+            typed::Subject {
+                kind: "ServiceAccount".into(),
+                api_group: None,
+                name: "builder".into(),
+                namespace: Some("ci".into()),
+            },
+        ];
+
+        let mut binding = rbac::RoleBinding::new();
+        binding.metadata = metadata("readers", "default");
+        binding.roleRef = role_ref("Role", "pod-reader");
+        binding.subjects = subjects.clone();
+        let binding = decoded(&envelope(
+            GV,
+            "RoleBinding",
+            &binding.write_to_bytes().unwrap(),
+        ));
+        assert_eq!(
+            serde_json::from_value::<typed::RoleBinding>(binding).ok(),
+            Some(typed::RoleBinding {
+                metadata: typed_metadata("readers", Some("default")),
+                role_ref: typed_role_ref("Role", "pod-reader"),
+                subjects: Some(typed_subjects.clone()),
+            })
+        );
+
+        let mut cluster_binding = rbac::ClusterRoleBinding::new();
+        cluster_binding.metadata = metadata("system:monitoring", "");
+        cluster_binding.roleRef = role_ref("ClusterRole", "system:monitoring");
+        cluster_binding.subjects = subjects;
+        let cluster_binding = decoded(&envelope(
+            GV,
+            "ClusterRoleBinding",
+            &cluster_binding.write_to_bytes().unwrap(),
+        ));
+        assert_eq!(
+            cluster_binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:monitoring"})
+        );
+        assert_eq!(
+            serde_json::from_value::<typed::ClusterRoleBinding>(cluster_binding).ok(),
+            Some(typed::ClusterRoleBinding {
+                metadata: typed_metadata("system:monitoring", None),
+                role_ref: typed_role_ref("ClusterRole", "system:monitoring"),
+                subjects: Some(typed_subjects),
+            })
+        );
+    }
+
+    #[test]
     fn protobuf_supported_kinds_cover_the_brief() {
         for (gv, kind) in [
             ("v1", "Pod"),
@@ -1050,6 +1238,10 @@ mod tests {
             ("v1", "Binding"),
             ("apps/v1", "Deployment"),
             ("scheduling.k8s.io/v1", "PriorityClass"),
+            ("rbac.authorization.k8s.io/v1", "Role"),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
             ("autoscaling/v1", "Scale"),
             ("policy/v1", "Eviction"),
         ] {

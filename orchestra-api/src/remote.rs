@@ -42,6 +42,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status};
 use orchestra_core::api::{
@@ -703,6 +704,29 @@ impl Transport for HttpTransport {
                 .await?,
         )
     }
+
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, StatusError> {
+        let accounts = ApiResource::new("", "v1", "ServiceAccount", Some("serviceaccounts"), true);
+        let path = HttpTransport::path(
+            &accounts,
+            Some(namespace),
+            Some(service_account),
+            Some("token"),
+        );
+        let mut body = serde_json::to_value(request).map_err(|error| {
+            StatusError::internal(format!("cannot encode the token request: {error}"))
+        })?;
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("apiVersion".into(), json!("authentication.k8s.io/v1"));
+            fields.insert("kind".into(), json!("TokenRequest"));
+        }
+        decode(self.call_json(Method::POST, &path, &body).await?)
+    }
 }
 
 /// One line of a watch as the event it stands for (a line that is not one ends the watch with
@@ -764,6 +788,11 @@ mod tests {
         assert_eq!(
             HttpTransport::path(&nodes, Some("ignored"), Some("n1"), None),
             "/api/v1/nodes/n1"
+        );
+        let accounts = ApiResource::new("", "v1", "ServiceAccount", Some("serviceaccounts"), true);
+        assert_eq!(
+            HttpTransport::path(&accounts, Some("a"), Some("builder"), Some("token")),
+            "/api/v1/namespaces/a/serviceaccounts/builder/token"
         );
     }
 

@@ -24,7 +24,9 @@ use orchestra_core::resource::{ApiResource, DynamicObject};
 use orchestra_core::status::{StatusError, StatusReason};
 use serde_json::{Value, json};
 
+use crate::audit::AuditLog;
 use crate::authn::Authentication;
+use crate::authz::Authorization;
 use crate::discovery::{AGGREGATED_CONTENT_TYPE, Discovery, wants_aggregated};
 use crate::logs::{LogRequest, PodLogs, container_of};
 use crate::openapi::OpenApi;
@@ -44,6 +46,8 @@ pub const KUBERNETES_VERSION: (&str, &str) = ("1", "33");
 pub struct ApiServer {
     state: Arc<ServerState>,
     authentication: Option<Authentication>,
+    authorization: Option<Authorization>,
+    audit: Option<AuditLog>,
 }
 
 #[derive(Debug)]
@@ -67,6 +71,8 @@ impl ApiServer {
             client,
             logs: None,
             authentication: None,
+            authorization: None,
+            audit: None,
         }
     }
 
@@ -78,16 +84,29 @@ impl ApiServer {
     /// The routes of the server, to serve with [`crate::tls::serve_tls`] (or any hyper server),
     /// or to nest in a larger router.
     pub fn router(&self) -> Router {
-        let router = Router::new()
+        let mut router = Router::new()
             .fallback(dispatch)
             .with_state(self.state.clone());
-        match &self.authentication {
-            Some(authentication) => router.layer(axum::middleware::from_fn_with_state(
+        // Layers wrap what is already there: the last added runs first.
+        if let Some(authorization) = &self.authorization {
+            router = router.layer(axum::middleware::from_fn_with_state(
+                authorization.clone(),
+                crate::authz::authorize,
+            ));
+        }
+        if let Some(authentication) = &self.authentication {
+            router = router.layer(axum::middleware::from_fn_with_state(
                 authentication.clone(),
                 crate::authn::authenticate,
-            )),
-            None => router,
+            ));
         }
+        if let Some(audit) = &self.audit {
+            router = router.layer(axum::middleware::from_fn_with_state(
+                audit.clone(),
+                crate::audit::audit,
+            ));
+        }
+        router
     }
 }
 
@@ -97,6 +116,8 @@ pub struct ApiServerBuilder {
     client: Client,
     logs: Option<Arc<dyn PodLogs>>,
     authentication: Option<Authentication>,
+    authorization: Option<Authorization>,
+    audit: Option<AuditLog>,
 }
 
 impl ApiServerBuilder {
@@ -112,6 +133,21 @@ impl ApiServerBuilder {
     #[must_use]
     pub fn authentication(mut self, authentication: Authentication) -> ApiServerBuilder {
         self.authentication = Some(authentication);
+        self
+    }
+
+    /// What callers may do: every request is authorized ([`crate::authz`]) after it is
+    /// authenticated. Without it, every authenticated caller may do anything.
+    #[must_use]
+    pub fn authorization(mut self, authorization: Authorization) -> ApiServerBuilder {
+        self.authorization = Some(authorization);
+        self
+    }
+
+    /// Writes a line per request to this audit log ([`crate::audit`]).
+    #[must_use]
+    pub fn audit(mut self, audit: AuditLog) -> ApiServerBuilder {
+        self.audit = Some(audit);
         self
     }
 
@@ -134,6 +170,8 @@ impl ApiServerBuilder {
         });
         ApiServer {
             authentication: self.authentication,
+            authorization: self.authorization,
+            audit: self.audit,
             state: Arc::new(ServerState {
                 client: self.client,
                 discovery,
@@ -159,6 +197,38 @@ fn accept(headers: &HeaderMap) -> &str {
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
+}
+
+/// Decodes a request body as its `Content-Type` says: JSON (the default), YAML (also the apply
+/// patches of server-side apply) or Kubernetes' protobuf.
+///
+/// # Errors
+///
+/// `400 Bad Request` naming what is wrong with the body.
+pub fn decode_request_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, StatusError> {
+    let media = content_type(headers);
+    let media = media.split(';').next().unwrap_or_default().trim();
+    match media {
+        "application/yaml" | "application/apply-patch+yaml" => {
+            let text =
+                std::str::from_utf8(body).map_err(|_| bad_request("the request body is not UTF-8"))?;
+            let mut documents = manifest::parse_all(text).map_err(|error| {
+                bad_request(format!("the request body is not valid YAML: {error}"))
+            })?;
+            match documents.len() {
+                1 => Ok(documents.remove(0).value),
+                0 => Err(bad_request("the request body is empty")),
+                _ => Err(bad_request(
+                    "the request body holds more than one YAML document",
+                )),
+            }
+        }
+        crate::protobuf::PROTOBUF => crate::protobuf::decode(body)
+            .map_err(|error| bad_request(format!("the protobuf body cannot be read: {error}"))),
+        _ => serde_json::from_slice(body).map_err(|error| {
+            bad_request(format!("the request body is not valid JSON: {error}"))
+        }),
+    }
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
@@ -375,8 +445,27 @@ impl Handler<'_> {
                 (&Method::POST, "eviction") => self.evict(name, read_body(body).await?).await,
                 _ => Err(method_not_allowed(method, target)),
             },
+            (Some(name), Some("token")) if self.is_service_accounts() => match *method {
+                Method::POST => self.create_token(name, read_body(body).await?).await,
+                _ => Err(method_not_allowed(method, target)),
+            },
             _ => Err(not_served()),
         }
+    }
+
+    fn is_service_accounts(&self) -> bool {
+        self.resource().group.is_empty() && self.resource().plural == "serviceaccounts"
+    }
+
+    /// `POST serviceaccounts/<name>/token`: a bound token (Kubernetes' TokenRequest API).
+    async fn create_token(&self, name: &str, body: Bytes) -> Outcome {
+        let request = self.decode_object(&body)?;
+        let request: k8s_openapi::api::authentication::v1::TokenRequest =
+            serde_json::from_value(request)
+                .map_err(|error| bad_request(format!("the TokenRequest cannot be read: {error}")))?;
+        let namespace = self.namespace().unwrap_or_default();
+        let answer = self.client().create_token(namespace, name, &request).await?;
+        Ok(crate::response::json(StatusCode::CREATED, &answer))
     }
 
     fn is_pods(&self) -> bool {
@@ -385,29 +474,7 @@ impl Handler<'_> {
 
     /// Decodes a body as JSON, or YAML when its `Content-Type` says so.
     fn decode_body(&self, body: &[u8]) -> Result<Value, StatusError> {
-        let media = content_type(self.headers);
-        let media = media.split(';').next().unwrap_or_default().trim();
-        match media {
-            "application/yaml" | "application/apply-patch+yaml" => {
-                let text = std::str::from_utf8(body)
-                    .map_err(|_| bad_request("the request body is not UTF-8"))?;
-                let mut documents = manifest::parse_all(text).map_err(|error| {
-                    bad_request(format!("the request body is not valid YAML: {error}"))
-                })?;
-                match documents.len() {
-                    1 => Ok(documents.remove(0).value),
-                    0 => Err(bad_request("the request body is empty")),
-                    _ => Err(bad_request(
-                        "the request body holds more than one YAML document",
-                    )),
-                }
-            }
-            crate::protobuf::PROTOBUF => crate::protobuf::decode(body)
-                .map_err(|error| bad_request(format!("the protobuf body cannot be read: {error}"))),
-            _ => serde_json::from_slice(body).map_err(|error| {
-                bad_request(format!("the request body is not valid JSON: {error}"))
-            }),
-        }
+        decode_request_body(self.headers, body)
     }
 
     fn decode_object(&self, body: &[u8]) -> Result<Value, StatusError> {

@@ -25,6 +25,8 @@
 //! | ServiceAccount | NAME, SECRETS, AGE | — |
 //! | Lease | NAME, HOLDER, AGE | — |
 //! | PriorityClass | NAME, VALUE, GLOBAL-DEFAULT, AGE, PREEMPTIONPOLICY | — |
+//! | Role, ClusterRole | NAME, CREATED AT | — |
+//! | RoleBinding, ClusterRoleBinding | NAME, ROLE, AGE | USERS, GROUPS, SERVICEACCOUNTS |
 //!
 //! Every other kind (custom resources above all) gets NAME and AGE, the columns Kubernetes gives a
 //! custom resource whose definition declares no `additionalPrinterColumns`.
@@ -679,6 +681,44 @@ const PRIORITY_CLASS_COLUMNS: &[Column] = &[
     ),
 ];
 
+/// Role and ClusterRole: their creation time as a date, not an age.
+const ROLE_COLUMNS: &[Column] = &[NAME, col("Created At", "date", CREATION_DOC)];
+
+/// The wide columns of RoleBinding and ClusterRoleBinding.
+const USERS: Column = wide("Users", "string", "Users in the roleBinding");
+const GROUPS: Column = wide("Groups", "string", "Groups in the roleBinding");
+const SERVICE_ACCOUNTS: Column = wide(
+    "ServiceAccounts",
+    "string",
+    "ServiceAccounts in the roleBinding",
+);
+
+const ROLE_BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Role",
+        "string",
+        "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error.",
+    ),
+    AGE,
+    USERS,
+    GROUPS,
+    SERVICE_ACCOUNTS,
+];
+
+const CLUSTER_ROLE_BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Role",
+        "string",
+        "RoleRef can only reference a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error.",
+    ),
+    AGE,
+    USERS,
+    GROUPS,
+    SERVICE_ACCOUNTS,
+];
+
 /// The columns of a custom resource without `additionalPrinterColumns`.
 const DEFAULT_COLUMNS: &[Column] = &[NAME, col("Age", "date", CREATION_DOC)];
 
@@ -719,6 +759,9 @@ enum Printer {
     ServiceAccount,
     Lease,
     PriorityClass,
+    Role,
+    RoleBinding,
+    ClusterRoleBinding,
     Default,
 }
 
@@ -740,6 +783,9 @@ impl Printer {
             ("events.k8s.io", "Event") => Printer::EventsV1Event,
             ("coordination.k8s.io", "Lease") => Printer::Lease,
             ("scheduling.k8s.io", "PriorityClass") => Printer::PriorityClass,
+            ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => Printer::Role,
+            ("rbac.authorization.k8s.io", "RoleBinding") => Printer::RoleBinding,
+            ("rbac.authorization.k8s.io", "ClusterRoleBinding") => Printer::ClusterRoleBinding,
             _ => Printer::Default,
         }
     }
@@ -760,6 +806,9 @@ impl Printer {
             Printer::ServiceAccount => SERVICE_ACCOUNT_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
             Printer::PriorityClass => PRIORITY_CLASS_COLUMNS,
+            Printer::Role => ROLE_COLUMNS,
+            Printer::RoleBinding => ROLE_BINDING_COLUMNS,
+            Printer::ClusterRoleBinding => CLUSTER_ROLE_BINDING_COLUMNS,
             Printer::Default => DEFAULT_COLUMNS,
         }
     }
@@ -781,6 +830,10 @@ impl Printer {
             Printer::ServiceAccount => service_account_cells(object, now).into(),
             Printer::Lease => lease_cells(object, now).into(),
             Printer::PriorityClass => priority_class_cells(object, now).into(),
+            Printer::Role => role_cells(object).into(),
+            Printer::RoleBinding | Printer::ClusterRoleBinding => {
+                role_binding_cells(object, now).into()
+            }
             Printer::Default => default_cells(object, now).into(),
         }
     }
@@ -1638,6 +1691,55 @@ fn priority_class_cells(class: &Value, now: Timestamp) -> Vec<Value> {
 
 /// A custom resource's row: its name, and its age (`null`, printed `<none>`, without a
 /// creation timestamp, as the custom resource printer leaves a cell its JSONPath does not find).
+
+/// Kubernetes' `convertToHumanReadableDateType`: the creation time in RFC 3339, UTC, to the
+/// second, or `<unknown>`.
+fn created_at(object: &Value) -> Value {
+    Value::from(time(object, "/metadata/creationTimestamp").map_or_else(
+        || "<unknown>".to_owned(),
+        |created| created.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    ))
+}
+
+/// Role and ClusterRole (Kubernetes' `printRole`, `printClusterRole`).
+fn role_cells(role: &Value) -> Vec<Value> {
+    vec![name(role), created_at(role)]
+}
+
+/// RoleBinding and ClusterRoleBinding (Kubernetes' `printRoleBinding`,
+/// `printClusterRoleBinding`): the role as `Kind/name`, and the subjects by kind as
+/// `rbac.SubjectsStrings` lists them: users and groups by name, service accounts as
+/// `namespace/name`; subjects of other kinds are not shown.
+fn role_binding_cells(binding: &Value, now: Timestamp) -> Vec<Value> {
+    let role = format!(
+        "{}/{}",
+        text(binding, "/roleRef/kind"),
+        text(binding, "/roleRef/name")
+    );
+    let mut users = Vec::new();
+    let mut groups = Vec::new();
+    let mut service_accounts = Vec::new();
+    for subject in list(binding, "/subjects") {
+        let name = text(subject, "/name");
+        match text(subject, "/kind") {
+            "User" => users.push(name.to_owned()),
+            "Group" => groups.push(name.to_owned()),
+            "ServiceAccount" => {
+                service_accounts.push(format!("{}/{name}", text(subject, "/namespace")));
+            }
+            _ => {}
+        }
+    }
+    vec![
+        name(binding),
+        Value::from(role),
+        age(binding, now),
+        Value::from(users.join(", ")),
+        Value::from(groups.join(", ")),
+        Value::from(service_accounts.join(", ")),
+    ]
+}
+
 fn default_cells(object: &Value, now: Timestamp) -> Vec<Value> {
     let age = time(object, "/metadata/creationTimestamp").map_or(Value::Null, |created| {
         Value::from(since(Some(created), now))
@@ -2326,6 +2428,103 @@ mod tests {
         );
     }
 
+    fn column_names(group: &str, kind: &str) -> Vec<(String, u64)> {
+        let answer = table(
+            &resource(group, kind),
+            &[],
+            json!({}),
+            IncludeObject::None,
+            now(),
+        );
+        answer["columnDefinitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or_default().to_owned(),
+                    c["priority"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn role_and_cluster_role_cells() {
+        const RBAC: &str = "rbac.authorization.k8s.io";
+        for kind in ["Role", "ClusterRole"] {
+            assert_eq!(
+                column_names(RBAC, kind),
+                [("Name".to_owned(), 0), ("Created At".to_owned(), 0)]
+            );
+            let role = json!({
+                "metadata": {"name": "system:monitoring", "creationTimestamp": "2025-06-01T11:59:00Z"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+            });
+            assert_eq!(
+                cells(RBAC, kind, role),
+                [json!("system:monitoring"), json!("2025-06-01T11:59:00Z")]
+            );
+            assert_eq!(cells_of_bare(RBAC, kind), ["x", "<unknown>"]);
+        }
+        let answer = table(
+            &resource(RBAC, "Role"),
+            &[],
+            json!({}),
+            IncludeObject::None,
+            now(),
+        );
+        assert_eq!(answer["columnDefinitions"][1]["type"], "date");
+    }
+
+    #[test]
+    fn role_binding_and_cluster_role_binding_cells() {
+        const RBAC: &str = "rbac.authorization.k8s.io";
+        let expected_columns: Vec<(String, u64)> = [
+            ("Name", 0),
+            ("Role", 0),
+            ("Age", 0),
+            ("Users", 1),
+            ("Groups", 1),
+            ("ServiceAccounts", 1),
+        ]
+        .iter()
+        .map(|(name, priority)| ((*name).to_owned(), *priority))
+        .collect();
+        for kind in ["RoleBinding", "ClusterRoleBinding"] {
+            assert_eq!(column_names(RBAC, kind), expected_columns, "{kind}");
+            let binding = json!({
+                "metadata": {"name": "readers", "creationTimestamp": "2025-06-01T11:55:00Z"},
+                "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "view"},
+                "subjects": [
+                    {"kind": "User", "apiGroup": RBAC, "name": "alice"},
+                    {"kind": "ServiceAccount", "name": "builder", "namespace": "ci"},
+                    {"kind": "Group", "apiGroup": RBAC, "name": "system:authenticated"},
+                    {"kind": "User", "apiGroup": RBAC, "name": "bob"},
+                    {"kind": "ServiceAccount", "name": "default"},
+                    {"kind": "Robot", "name": "r2"},
+                ],
+            });
+            assert_eq!(
+                strings(&cells(RBAC, kind, binding)),
+                [
+                    "readers",
+                    "ClusterRole/view",
+                    "5m",
+                    "alice, bob",
+                    "system:authenticated",
+                    "ci/builder, /default",
+                ],
+                "{kind}"
+            );
+            assert_eq!(
+                cells_of_bare(RBAC, kind),
+                ["x", "/", "<unknown>", "", "", ""],
+                "{kind}"
+            );
+        }
+    }
+
     #[test]
     fn custom_resources_get_name_and_age() {
         let answer = table(
@@ -2422,6 +2621,10 @@ mod tests {
             ("", "ServiceAccount"),
             ("coordination.k8s.io", "Lease"),
             ("scheduling.k8s.io", "PriorityClass"),
+            ("rbac.authorization.k8s.io", "Role"),
+            ("rbac.authorization.k8s.io", "ClusterRole"),
+            ("rbac.authorization.k8s.io", "RoleBinding"),
+            ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
             ("example.com", "Widget"),
         ] {
             let answer = table(

@@ -409,6 +409,7 @@ impl Default for Scheme {
             ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret,
             Service, ServiceAccount,
         };
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
         use k8s_openapi::api::scheduling::v1::PriorityClass;
         let mut scheme = Scheme::empty();
         scheme.register::<Pod>();
@@ -425,6 +426,10 @@ impl Default for Scheme {
         scheme.register::<Deployment>();
         scheme.register::<Lease>();
         scheme.register::<PriorityClass>();
+        scheme.register::<Role>();
+        scheme.register::<ClusterRole>();
+        scheme.register::<RoleBinding>();
+        scheme.register::<ClusterRoleBinding>();
         debug_assert_eq!(scheme.kinds.len(), builtin_resources().len());
         scheme
     }

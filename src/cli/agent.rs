@@ -89,9 +89,8 @@ async fn agent(args: &AgentArgs) -> Result<()> {
             args.runtime
         );
     }
-    let client = remote_config(args)?
-        .client()
-        .context("cannot set up the API client")?;
+    let remote = remote_config(args)?;
+    let client = remote.client().context("cannot set up the API client")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)
@@ -120,6 +119,8 @@ async fn agent(args: &AgentArgs) -> Result<()> {
             pod_range: args.pod_range.clone(),
             address: args.log_listen.ip(),
             log_port: Some(log_port),
+            api_server: Some(remote.server.clone()),
+            ca_pem: remote.ca_pem.clone(),
         },
         runtime,
         &shutdown,

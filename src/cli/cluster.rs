@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use orchestra_api::ApiServer;
-use orchestra_api::authn::{Authentication, Chain, ServiceAccountTokens, StaticTokens};
+use orchestra_api::audit::AuditLog;
+use orchestra_api::authn::{Authentication, Chain, ServiceAccountTokens, StaticTokens, TokenFile};
+use orchestra_api::authz::Authorization;
+use orchestra_api::authz::bootstrap::ensure_bootstrap_policy;
 use orchestra_api::kubeconfig::Kubeconfig;
 use orchestra_api::logs::{NodeLogs, RuntimeLogs};
 use orchestra_api::tls::{ServingCerts, serve_tls};
@@ -19,6 +22,7 @@ use orchestra_core::k8s::api::core::v1::{Node, NodeAddress};
 use orchestra_core::node_agent::agent::{NodeAgent, NodeAgentConfig};
 use orchestra_core::node_agent::heartbeat::NodeConfig;
 use orchestra_core::node_agent::host::NodeResources;
+use orchestra_core::node_agent::service_account::ApiServerAddress;
 use orchestra_core::scheduler::Scheduler;
 use orchestra_net::loopback::LoopbackNetwork;
 use orchestra_runtime::host::HostResources;
@@ -173,6 +177,8 @@ pub(crate) struct ControlPlane {
     pub(crate) kubeconfig: PathBuf,
     /// The API server's URL.
     pub(crate) server_url: String,
+    /// The cluster CA (PEM), which the API server's certificate chains to.
+    pub(crate) ca_pem: String,
     tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
 }
 
@@ -200,14 +206,33 @@ impl ControlPlane {
             progress(format!("made a new cluster CA in {}", pki.display()));
         }
         let issuer = TokenIssuer::new(signing_key(&pki)?);
-        let (admin, admin_token) = StaticTokens::generate_admin(&pki.join("tokens.csv"))
+        // The in-process client signs the tokens of `serviceaccounts/token`.
+        client.set_token_issuer(issuer.clone());
+        let token_file = pki.join("tokens.csv");
+        let (_, admin_token) = StaticTokens::generate_admin(&token_file)
             .context("cannot set up the admin token")?;
-        let authenticator = Chain::new().with(admin).with(ServiceAccountTokens::new(
+        // Read again when `orchestra node-token` adds a node's token.
+        let tokens = TokenFile::open(&token_file).context("cannot read the token file")?;
+        let authenticator = Chain::new().with(tokens).with(ServiceAccountTokens::new(
             issuer.verifier().accept_legacy(true),
             client.clone(),
         ));
+        let policy = ensure_bootstrap_policy(&client)
+            .await
+            .context("cannot write the default RBAC policy")?;
+        if !policy.created.is_empty() {
+            progress(format!(
+                "wrote the default RBAC policy ({} objects)",
+                policy.created.len()
+            ));
+        }
+        let audit_path = config.data_dir.join("audit.log");
+        let audit = AuditLog::open(&audit_path)
+            .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
         let mut builder = ApiServer::builder(client.clone())
-            .authentication(Authentication::new(Arc::new(authenticator)));
+            .authentication(Authentication::new(Arc::new(authenticator)))
+            .authorization(Authorization::new(client.clone()))
+            .audit(audit);
         builder = match &config.logs {
             Some(runtime) => builder.logs(Arc::new(RuntimeLogs::new(runtime.clone()))),
             None => builder.logs(Arc::new(NodeLogs::new(client.clone()))),
@@ -259,6 +284,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             kubeconfig,
             server_url,
+            ca_pem: certs.ca_pem().to_owned(),
             tasks,
         })
     }
@@ -300,6 +326,42 @@ pub(crate) struct AgentConfig {
     pub(crate) address: std::net::IpAddr,
     /// The port it serves its pods' logs on, at its address (kubelet's 10250), if any.
     pub(crate) log_port: Option<u16>,
+    /// The API server's URL, as pods are told it (`KUBERNETES_SERVICE_HOST`/`_PORT`).
+    pub(crate) api_server: Option<String>,
+    /// The cluster CA (PEM), written into pods' service-account token volumes as `ca.crt`.
+    pub(crate) ca_pem: Option<String>,
+}
+
+/// The host and port of an API server's URL (`https://127.0.0.1:6443`, the scheme's port when
+/// none is given).
+fn api_server_address(url: &str) -> Option<ApiServerAddress> {
+    let (default_port, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (443, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (80, rest)
+    } else {
+        return None;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 address: `[::1]:6443`.
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port.parse().ok()?,
+        None => default_port,
+    };
+    (!host.is_empty()).then(|| ApiServerAddress {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 /// Opens the process runtime of an agent's data folder.
@@ -333,7 +395,11 @@ pub(crate) fn start_agent(
         },
     ];
     node.kubelet_port = config.log_port.map(i32::from);
-    let agent = NodeAgent::new(client, NodeAgentConfig::new(node), runtime)
+    let mut agent_config = NodeAgentConfig::new(node);
+    agent_config.pods_dir = Some(config.data_dir.join("pods"));
+    agent_config.root_ca_pem = config.ca_pem.clone();
+    agent_config.api_server = config.api_server.as_deref().and_then(api_server_address);
+    let agent = NodeAgent::new(client, agent_config, runtime)
         .with_network(Arc::new(network))
         .with_resources(Arc::new(resources));
     let stop = shutdown.wait();

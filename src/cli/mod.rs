@@ -2,6 +2,7 @@
 
 mod agent;
 mod cluster;
+mod node_token;
 mod server;
 mod store;
 mod up;
@@ -31,6 +32,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run a node agent that joins a control plane.
     Agent(agent::AgentArgs),
+    /// Print the token a node agent joins with (made on first use).
+    NodeToken(node_token::NodeTokenArgs),
 }
 
 impl Cli {
@@ -42,6 +45,7 @@ impl Cli {
             Command::Up(args) => up::run(&args),
             Command::Server(args) => server::run(&args),
             Command::Agent(args) => agent::run(&args),
+            Command::NodeToken(args) => node_token::run(&args),
         }
     }
 }

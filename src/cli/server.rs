@@ -63,7 +63,7 @@ async fn server(args: &ServerArgs) -> Result<()> {
     )
     .await?;
     progress(format!(
-        "ready: API at {}; nodes join with: orchestra agent --server {} --token <token> --ca-file {}",
+        "ready: API at {}; nodes join with: orchestra agent --server {} --token $(orchestra node-token <node>) --ca-file {}",
         plane.server_url,
         plane.server_url,
         plane

@@ -76,6 +76,8 @@ async fn up(args: &UpArgs) -> Result<()> {
             pod_range: args.pod_range.clone(),
             address: args.listen.ip(),
             log_port: None,
+            api_server: Some(plane.server_url.clone()),
+            ca_pem: Some(plane.ca_pem.clone()),
         },
         node_runtime,
         &shutdown,

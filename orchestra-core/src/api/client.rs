@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::admission::{
-    Admission, AdmissionRequest, DefaultTolerationSeconds, Operation, Priority,
+    Admission, AdmissionRequest, DefaultTolerationSeconds, Operation, Priority, ServiceAccount,
 };
 use super::keys::{collection_prefix, object_key};
 use super::params::{
@@ -32,6 +32,7 @@ use super::strategy;
 use super::transport::Transport;
 use super::watch::WatchEvent;
 use crate::clock::{Clock, SystemClock};
+use crate::controllers::token::TokenIssuer;
 use crate::patch::{
     ApplyError, MAX_FIELD_MANAGER_LENGTH, MergeKeys, PatchType, apply_patch, record_update,
     server_side_apply,
@@ -45,6 +46,8 @@ use crate::store::{
     Txn, WatchRequest,
 };
 use crate::validation::field::{Error, ErrorList, Path};
+
+mod token_request;
 
 /// The namespaces a cluster starts with.
 pub const SYSTEM_NAMESPACES: [&str; 4] =
@@ -127,11 +130,13 @@ struct Inner {
     admission: Vec<Arc<dyn Admission>>,
     clock: Arc<dyn Clock>,
     bookmark_interval: Duration,
-    ids: Ids,
+    ids: Arc<Ids>,
+    /// What signs the tokens of `serviceaccounts/token` (in-process clients only).
+    token_issuer: std::sync::RwLock<Option<TokenIssuer>>,
 }
 
 /// Where a client's object uids and generated name suffixes come from.
-enum Ids {
+pub(crate) enum Ids {
     /// The system's randomness (version 4 UUIDs).
     Random,
     /// A splitmix64 sequence from a seed, so that a run replays exactly.
@@ -140,7 +145,7 @@ enum Ids {
 
 impl Ids {
     /// 16 fresh bytes.
-    fn next(&self) -> [u8; 16] {
+    pub(crate) fn next(&self) -> [u8; 16] {
         match self {
             Ids::Random => *uuid::Uuid::new_v4().as_bytes(),
             Ids::Seeded(state) => {
@@ -165,6 +170,26 @@ impl Ids {
         uuid::Builder::from_random_bytes(self.next())
             .into_uuid()
             .to_string()
+    }
+
+    /// `length` random characters of Kubernetes' `utilrand.String` alphabet (lowercase
+    /// consonants and digits, no vowels, so that no word is spelt), at most 16.
+    pub(crate) fn suffix(&self, length: usize) -> String {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        self.next()
+            .iter()
+            .take(length)
+            .map(|byte| char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Ids {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ids::Random => "Ids::Random",
+            Ids::Seeded(_) => "Ids::Seeded",
+        })
     }
 }
 
@@ -194,6 +219,7 @@ pub struct ClientBuilder {
     clock: Arc<dyn Clock>,
     bookmark_interval: Duration,
     seed: Option<u64>,
+    token_issuer: Option<TokenIssuer>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -266,14 +292,33 @@ impl ClientBuilder {
         self
     }
 
+    /// Signs the tokens of the `serviceaccounts/token` subresource
+    /// ([`Client::create_token`]) with `issuer`, on the client's clock (the issuer's own clock is
+    /// replaced). Without one, token requests fail with 503 ServiceUnavailable.
+    #[must_use]
+    pub fn token_issuer(mut self, issuer: TokenIssuer) -> ClientBuilder {
+        self.token_issuer = Some(issuer);
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Client {
+        let ids = Arc::new(match self.seed {
+            Some(seed) => Ids::Seeded(std::sync::Mutex::new(seed)),
+            None => Ids::Random,
+        });
         let mut admission: Vec<Arc<dyn Admission>> = Vec::new();
         if self.default_admission {
             admission.push(Arc::new(Priority::new(Arc::clone(&self.store))));
             admission.push(Arc::new(self.default_tolerations));
+            admission.push(Arc::new(
+                ServiceAccount::new(Arc::clone(&self.store)).with_ids(Arc::clone(&ids)),
+            ));
         }
         admission.extend(self.admission);
+        let token_issuer = self
+            .token_issuer
+            .map(|issuer| issuer.with_clock(Arc::clone(&self.clock)));
         Client {
             inner: Arc::new(Inner {
                 transport: None,
@@ -282,10 +327,8 @@ impl ClientBuilder {
                 admission,
                 clock: self.clock,
                 bookmark_interval: self.bookmark_interval,
-                ids: match self.seed {
-                    Some(seed) => Ids::Seeded(std::sync::Mutex::new(seed)),
-                    None => Ids::Random,
-                },
+                ids,
+                token_issuer: std::sync::RwLock::new(token_issuer),
             }),
         }
     }
@@ -439,6 +482,7 @@ impl Client {
             clock: Arc::new(SystemClock),
             bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
             seed: None,
+            token_issuer: None,
         }
     }
 
@@ -454,7 +498,8 @@ impl Client {
                 admission: Vec::new(),
                 clock: Arc::new(SystemClock),
                 bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
-                ids: Ids::Random,
+                ids: Arc::new(Ids::Random),
+                token_issuer: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -648,16 +693,7 @@ impl Client {
     }
 
     fn generate_name(&self, prefix: &str) -> String {
-        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        let suffix: String = self
-            .inner
-            .ids
-            .next()
-            .iter()
-            .take(5)
-            .map(|byte| char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]))
-            .collect();
-        format!("{prefix}{suffix}")
+        format!("{prefix}{}", self.inner.ids.suffix(5))
     }
 
     /// Creates an object (see the [`api` module documentation](crate::api)). With a

@@ -182,6 +182,22 @@ pub(crate) fn validate_update(
     if is(resource, "scheduling.k8s.io", "PriorityClass") {
         validate_priority_class_update(new, old, &mut errors);
     }
+    if is(resource, "rbac.authorization.k8s.io", "RoleBinding") {
+        validate_typed_update(
+            new,
+            old,
+            crate::validation::rbac::validate_role_binding_update,
+            &mut errors,
+        );
+    }
+    if is(resource, "rbac.authorization.k8s.io", "ClusterRoleBinding") {
+        validate_typed_update(
+            new,
+            old,
+            crate::validation::rbac::validate_cluster_role_binding_update,
+            &mut errors,
+        );
+    }
     if (is(resource, "", "Secret") || is(resource, "", "ConfigMap"))
         && old.data.get("immutable") == Some(&Value::Bool(true))
     {
@@ -273,6 +289,26 @@ fn validate_priority_class_update(
     }
 }
 
+/// Runs a kind's typed update check on two objects, both decoded and defaulted (as Kubernetes
+/// compares them); objects that do not decode are left to validation.
+fn validate_typed_update<K>(
+    new: &DynamicObject,
+    old: &DynamicObject,
+    check: fn(&K, &K) -> ErrorList,
+    errors: &mut ErrorList,
+) where
+    K: serde::de::DeserializeOwned + crate::defaulting::SetDefaults,
+{
+    let decode = |object: &DynamicObject| -> Option<K> {
+        let mut typed: K = serde_json::from_value(serde_json::to_value(object).ok()?).ok()?;
+        typed.set_defaults();
+        Some(typed)
+    };
+    if let (Some(new), Some(old)) = (decode(new), decode(old)) {
+        errors.extend(check(&new, &old));
+    }
+}
+
 /// Whether two objects differ in anything but metadata and status: the changes that advance
 /// `metadata.generation`.
 pub(crate) fn spec_changed(new: &DynamicObject, old: &DynamicObject) -> bool {
@@ -350,5 +386,48 @@ mod tests {
         assert_eq!(pod_qos_class(Some(&guaranteed)), "Guaranteed");
         let burstable = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
         assert_eq!(pod_qos_class(Some(&burstable)), "Burstable");
+    }
+
+    #[test]
+    fn binding_role_refs_are_immutable() {
+        use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+
+        let object = |kind: &str, role_kind: &str, role: &str, user: &str| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": kind,
+                "metadata": {"name": "b", "namespace": "default"},
+                // Left out, the API group is defaulted before the two are compared.
+                "roleRef": {"kind": role_kind, "name": role},
+                "subjects": [{"kind": "User", "name": user}],
+            }))
+            .unwrap_or_else(|error| panic!("{error}"))
+        };
+        let binding = ApiResource::of::<RoleBinding>();
+        let old = object("RoleBinding", "Role", "reader", "alice");
+        let mut same_role = object("RoleBinding", "Role", "reader", "bob");
+        if let Some(role_ref) = same_role.data.get_mut("roleRef") {
+            role_ref["apiGroup"] = json!("rbac.authorization.k8s.io");
+        }
+        assert!(validate_update(&binding, &same_role, &old).is_empty());
+        let other_role = object("RoleBinding", "ClusterRole", "reader", "alice");
+        let fields: Vec<(String, String)> = validate_update(&binding, &other_role, &old)
+            .iter()
+            .map(|e| (e.field.to_string(), e.detail.clone()))
+            .collect();
+        assert_eq!(
+            fields,
+            [("roleRef".to_owned(), "cannot change roleRef".to_owned())]
+        );
+
+        let cluster_binding = ApiResource::of::<ClusterRoleBinding>();
+        let old = object("ClusterRoleBinding", "ClusterRole", "view", "alice");
+        let same_role = object("ClusterRoleBinding", "ClusterRole", "view", "bob");
+        assert!(validate_update(&cluster_binding, &same_role, &old).is_empty());
+        let other_role = object("ClusterRoleBinding", "ClusterRole", "edit", "alice");
+        assert_eq!(
+            validate_update(&cluster_binding, &other_role, &old).len(),
+            1
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v1::Scale;
 use serde_json::Value;
 
@@ -113,4 +114,13 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         scale: &Scale,
         params: &PostParams,
     ) -> Result<Scale, StatusError>;
+
+    /// Asks for a token of a service account (`serviceaccounts/token`, Kubernetes'
+    /// TokenRequest); returns the request with its `status` filled in.
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, StatusError>;
 }

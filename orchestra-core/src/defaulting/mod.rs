@@ -3,7 +3,8 @@
 //! [`SetDefaults`] is implemented for every built-in kind with Kubernetes' defaults (for example
 //! `restartPolicy: Always`, `terminationGracePeriodSeconds: 30`, a Deployment's `RollingUpdate`
 //! strategy with 25% / 25%, `revisionHistoryLimit: 10`, `progressDeadlineSeconds: 600`, a port's
-//! `protocol: TCP`, a Service's `type: ClusterIP`). Defaulting never fails and never overwrites a
+//! `protocol: TCP`, a Service's `type: ClusterIP`, a binding's `roleRef.apiGroup:
+//! rbac.authorization.k8s.io`). Defaulting never fails and never overwrites a
 //! value that is set; values it cannot interpret are left for validation to report.
 
 /// An object that can fill in Kubernetes' defaults for the fields it leaves out.
@@ -21,7 +22,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Namespace, NamespaceStatus, Node, Secret, ServiceAccount,
 };
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+
+use crate::rbac::RBAC_GROUP;
 
 /// The label every Namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -105,6 +111,46 @@ impl SetDefaults for PriorityClass {
     }
 }
 
+/// A role reference without an API group refers to an RBAC role (Kubernetes'
+/// `SetDefaults_RoleBinding` and `SetDefaults_ClusterRoleBinding`).
+fn default_role_ref(role_ref: &mut RoleRef) {
+    if role_ref.api_group.is_empty() {
+        RBAC_GROUP.clone_into(&mut role_ref.api_group);
+    }
+}
+
+/// A subject without an API group gets its kind's: `rbac.authorization.k8s.io` for `User` and
+/// `Group`, the core group (`""`, left out) for `ServiceAccount`; other kinds are left for
+/// validation to report (Kubernetes' `SetDefaults_Subject`).
+fn default_subjects(subjects: Option<&mut Vec<Subject>>) {
+    for subject in subjects.into_iter().flatten() {
+        if subject.api_group.as_deref().is_some_and(|g| !g.is_empty()) {
+            continue;
+        }
+        if matches!(subject.kind.as_str(), "User" | "Group") {
+            subject.api_group = Some(RBAC_GROUP.to_owned());
+        }
+    }
+}
+
+impl SetDefaults for RoleBinding {
+    /// `roleRef.apiGroup: rbac.authorization.k8s.io`, and each subject's `apiGroup`:
+    /// `rbac.authorization.k8s.io` for `User` and `Group` subjects, none for `ServiceAccount`s.
+    fn set_defaults(&mut self) {
+        default_role_ref(&mut self.role_ref);
+        default_subjects(self.subjects.as_mut());
+    }
+}
+
+impl SetDefaults for ClusterRoleBinding {
+    /// `roleRef.apiGroup: rbac.authorization.k8s.io`, and each subject's `apiGroup`:
+    /// `rbac.authorization.k8s.io` for `User` and `Group` subjects, none for `ServiceAccount`s.
+    fn set_defaults(&mut self) {
+        default_role_ref(&mut self.role_ref);
+        default_subjects(self.subjects.as_mut());
+    }
+}
+
 /// Kinds Kubernetes sets no defaults on.
 macro_rules! no_defaults {
     ($($ty:ty),*) => {
@@ -117,7 +163,7 @@ macro_rules! no_defaults {
     };
 }
 
-no_defaults!(ConfigMap, ServiceAccount, Event, Lease);
+no_defaults!(ConfigMap, ServiceAccount, Event, Lease, Role, ClusterRole);
 
 #[cfg(test)]
 mod tests {
@@ -156,6 +202,75 @@ mod tests {
         };
         never.set_defaults();
         assert_eq!(never.preemption_policy.as_deref(), Some("Never"));
+    }
+
+    fn subject(kind: &str, api_group: Option<&str>) -> Subject {
+        Subject {
+            kind: kind.to_owned(),
+            name: "n".to_owned(),
+            api_group: api_group.map(str::to_owned),
+            ..Subject::default()
+        }
+    }
+
+    #[test]
+    fn binding_subjects_get_their_kinds_api_group() {
+        let subjects = vec![
+            subject("User", None),
+            subject("Group", Some("")),
+            subject("ServiceAccount", None),
+            subject("ServiceAccount", Some("")),
+            subject("User", Some("example.com")),
+            subject("Robot", None),
+        ];
+        let groups = |subjects: &[Subject]| -> Vec<Option<String>> {
+            subjects.iter().map(|s| s.api_group.clone()).collect()
+        };
+        let expected = vec![
+            Some(RBAC_GROUP.to_owned()),
+            Some(RBAC_GROUP.to_owned()),
+            None,
+            Some(String::new()),
+            Some("example.com".to_owned()),
+            None,
+        ];
+
+        let mut binding = RoleBinding {
+            subjects: Some(subjects.clone()),
+            ..RoleBinding::default()
+        };
+        binding.set_defaults();
+        assert_eq!(
+            groups(binding.subjects.as_deref().unwrap_or_default()),
+            expected
+        );
+        assert_eq!(binding.role_ref.api_group, RBAC_GROUP);
+
+        let mut cluster_binding = ClusterRoleBinding {
+            role_ref: RoleRef {
+                api_group: "example.com".to_owned(),
+                kind: "ClusterRole".to_owned(),
+                name: "view".to_owned(),
+            },
+            subjects: Some(subjects),
+            ..ClusterRoleBinding::default()
+        };
+        cluster_binding.set_defaults();
+        assert_eq!(
+            groups(cluster_binding.subjects.as_deref().unwrap_or_default()),
+            expected
+        );
+        assert_eq!(cluster_binding.role_ref.api_group, "example.com");
+    }
+
+    #[test]
+    fn roles_have_no_defaults() {
+        let mut role = Role::default();
+        role.set_defaults();
+        assert_eq!(role, Role::default());
+        let mut cluster_role = ClusterRole::default();
+        cluster_role.set_defaults();
+        assert_eq!(cluster_role, ClusterRole::default());
     }
 
     #[test]

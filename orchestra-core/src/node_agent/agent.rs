@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use super::heartbeat::{Heartbeat, NodeConfig};
 use super::host::NodeResources;
 use super::pod_status::pod_status;
 use super::pod_worker::{PodWorker, Termination, unwanted_sandboxes};
+use super::service_account::{ApiServerAddress, PodVolumes, ServiceAccountVolumes};
 use crate::api::{Api, Client, DeleteParams, PostParams};
 use crate::clock::{Clock, SystemClock};
 use crate::container_runtime::ContainerRuntime;
@@ -53,6 +55,17 @@ pub struct NodeAgentConfig {
     /// How often the runtime's sandboxes are checked against the node's pods, those of pods
     /// that are gone being stopped (kubelet's housekeeping, every 2 s).
     pub housekeeping: Duration,
+    /// Where the agent writes its pods' projected service-account token volumes, a directory
+    /// per pod (kubelet's `/var/lib/kubelet/pods`; see
+    /// [`service_account`](super::service_account)). `None` (the default) leaves those volumes
+    /// out: their containers start without a token, mount or `KUBERNETES_SERVICE_*` variables.
+    pub pods_dir: Option<PathBuf>,
+    /// The cluster's CA (PEM) written as the `ca.crt` of token volumes; without it the
+    /// `kube-root-ca.crt` ConfigMap's, when it exists.
+    pub root_ca_pem: Option<String>,
+    /// The API server's address as pods are told it (`KUBERNETES_SERVICE_HOST`,
+    /// `KUBERNETES_SERVICE_PORT`), if known.
+    pub api_server: Option<ApiServerAddress>,
 }
 
 impl NodeAgentConfig {
@@ -64,6 +77,9 @@ impl NodeAgentConfig {
             resync: Duration::from_secs(1),
             parallel_syncs: 32,
             housekeeping: Duration::from_secs(2),
+            pods_dir: None,
+            root_ca_pem: None,
+            api_server: None,
         }
     }
 }
@@ -100,6 +116,7 @@ struct Syncer {
     clock: Arc<dyn Clock>,
     runtime_name: Arc<str>,
     events: EventRecorder,
+    volumes: Option<ServiceAccountVolumes>,
 }
 
 /// One pod's worker, and what the agent knows of its syncs.
@@ -187,7 +204,18 @@ impl Syncer {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let source = self.config_source(pod).await;
-        let synced = worker.sync(pod, &source).await;
+        let synced = match &self.volumes {
+            Some(volumes) => {
+                let (projected, env) = volumes.project(pod).await;
+                let source = PodVolumes {
+                    source: &source,
+                    volumes: &projected,
+                    env: &env,
+                };
+                worker.sync(pod, &source).await
+            }
+            None => worker.sync(pod, &source).await,
+        };
         for event in worker.take_events() {
             self.events
                 .event(pod, event.event_type, &event.reason, &event.message);
@@ -330,11 +358,17 @@ impl NodeAgent {
             Err(_) => "unknown".into(),
         };
         let events = EventRecorder::new(self.client.clone(), COMPONENT);
+        let volumes = self.config.pods_dir.as_ref().map(|dir| {
+            ServiceAccountVolumes::new(self.client.clone(), self.clock.clone(), dir)
+                .with_root_ca(self.config.root_ca_pem.clone())
+                .with_api_server(self.config.api_server.clone())
+        });
         let syncer = Syncer {
             client: self.client.clone(),
             clock: self.clock.clone(),
             runtime_name,
             events,
+            volumes: volumes.clone(),
         };
         let permits = Arc::new(Semaphore::new(self.config.parallel_syncs.max(1)));
 
@@ -447,11 +481,15 @@ impl NodeAgent {
                 );
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 let precondition = uid.clone();
+                let pod_volumes = volumes.clone();
                 let handle = terminations.spawn(async move {
                     if let Some(termination) = retire(worker, adopted, &precondition).await
                         && let Err(error) = termination.run(grace).await
                     {
                         eprintln!("node agent: stopping pod {name}: {error}");
+                    }
+                    if let Some(volumes) = pod_volumes {
+                        volumes.remove(&precondition);
                     }
                     let params = DeleteParams {
                         grace_period_seconds: Some(0),
@@ -475,6 +513,9 @@ impl NodeAgent {
                 let wanted = |uid: &str| {
                     known.contains(uid) || terminating.contains_key(uid) || slots.contains_key(uid)
                 };
+                if let Some(volumes) = &volumes {
+                    volumes.retain(wanted);
+                }
                 match unwanted_sandboxes(&self.runtime, self.network.as_ref(), wanted).await {
                     Ok(unwanted) => {
                         for (uid, termination) in unwanted {
@@ -503,11 +544,15 @@ impl NodeAgent {
                 let worker = slots.remove(&uid).map(|slot| slot.worker);
                 let adopted = template.split_off(&uid);
                 let forgotten = uid.clone();
+                let pod_volumes = volumes.clone();
                 let handle = terminations.spawn(async move {
                     if let Some(termination) = retire(worker, adopted, &forgotten).await
                         && let Err(error) = termination.run(Duration::from_secs(30)).await
                     {
                         eprintln!("node agent: stopping an orphaned pod: {error}");
+                    }
+                    if let Some(volumes) = pod_volumes {
+                        volumes.remove(&forgotten);
                     }
                 });
                 terminating.insert(uid, handle);

@@ -8,11 +8,12 @@
 //! Pure: ConfigMaps and Secrets come from a [`ConfigSource`] the agent fills from the Api.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
-use crate::container_runtime::{ContainerConfig, ContainerMetadata, ContainerResources};
+use crate::container_runtime::{ContainerConfig, ContainerMetadata, ContainerResources, Mount};
 use crate::quantity::Quantity;
 
 /// Where the values of ConfigMaps and Secrets come from.
@@ -21,6 +22,21 @@ pub trait ConfigSource: Send + Sync {
     fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>>;
     /// The data of the Secret `name` in `namespace`, decoded, if it exists.
     fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>>;
+
+    /// Where the pod's volume `volume` is on the host, for the volumes the agent makes there
+    /// (projected service-account token volumes): the directory once it is written, or why it
+    /// cannot be; `None` for the volumes it does not make (none, by default).
+    fn volume_dir(&self, volume: &str) -> Option<Result<PathBuf, String>> {
+        let _ = volume;
+        None
+    }
+
+    /// Variables every container of the pod gets before its own `env` (which may override them
+    /// or refer to them): the API server's address for a pod with a service-account token
+    /// (none, by default).
+    fn pod_env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// ConfigMaps and Secrets held in maps, by `(namespace, name)`.
@@ -87,6 +103,15 @@ pub enum EnvironmentError {
         /// The path.
         path: String,
     },
+    /// A volume the container mounts could not be made (a service-account token that could
+    /// not be had).
+    #[error("volume {volume:?}: {message}")]
+    VolumeNotReady {
+        /// The volume's name.
+        volume: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Expands `$(NAME)` references in `input` with `lookup`: `$$` is a literal `$`, and a
@@ -137,7 +162,7 @@ fn is_env_name(name: &str) -> bool {
 }
 
 /// A downward API field of the pod.
-fn field_value(pod: &Pod, context: &PodContext, path: &str) -> Option<String> {
+pub(super) fn field_value(pod: &Pod, context: &PodContext, path: &str) -> Option<String> {
     let metadata = &pod.metadata;
     let spec = pod.spec.as_ref();
     let quoted = |prefix: &str| {
@@ -271,6 +296,9 @@ pub fn container_env(
             order.push(name);
         }
     };
+    for (name, value) in source.pod_env() {
+        set(name, value, &mut resolved);
+    }
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or("");
         if let Some(reference) = &from.config_map_ref {
@@ -325,6 +353,43 @@ pub fn container_env(
         .into_iter()
         .filter_map(|name| resolved.remove(&name).map(|value| (name, value)))
         .collect())
+}
+
+/// The host paths `container` mounts that the agent made (see [`ConfigSource::volume_dir`]),
+/// read-only (projected volumes are), at each mount's `mountPath` (and `subPath` within the
+/// volume); the container's other mounts are not the agent's to make and are left out.
+///
+/// # Errors
+///
+/// [`EnvironmentError::VolumeNotReady`] when a volume it mounts could not be made.
+pub fn container_mounts(
+    container: &Container,
+    source: &dyn ConfigSource,
+) -> Result<Vec<Mount>, EnvironmentError> {
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        match source.volume_dir(&mount.name) {
+            None => {}
+            Some(Err(message)) => {
+                return Err(EnvironmentError::VolumeNotReady {
+                    volume: mount.name.clone(),
+                    message,
+                });
+            }
+            Some(Ok(dir)) => {
+                let host_path = match mount.sub_path.as_deref().filter(|p| !p.is_empty()) {
+                    Some(sub_path) => dir.join(sub_path),
+                    None => dir,
+                };
+                mounts.push(Mount {
+                    container_path: PathBuf::from(&mount.mount_path),
+                    host_path,
+                    read_only: true,
+                });
+            }
+        }
+    }
+    Ok(mounts)
 }
 
 /// The fewest CPU shares a container gets (the kernel's minimum; kubelet's `MinShares`).

@@ -11,6 +11,8 @@
 //! - [`heartbeat`]: registering the node, renewing its Lease, posting its conditions;
 //! - [`pod_worker`]: running one pod through the runtime — sandbox, init containers in order,
 //!   containers, restarts after the back-off, termination with the grace period;
+//! - [`service_account`]: the projected service-account token volumes — tokens asked for,
+//!   written, refreshed and removed with their pods;
 //! - [`probe`]: liveness, readiness and startup probes (`exec`, `tcpSocket`, `httpGet`) with
 //!   kubelet's thresholds, the startup gate and the kill after a liveness failure.
 //!
@@ -28,3 +30,4 @@ pub mod host;
 pub mod pod_status;
 pub mod pod_worker;
 pub mod probe;
+pub mod service_account;

@@ -25,7 +25,9 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::time::Instant;
 
 use super::backoff::{BackOffConfig, CrashLoopBackOff};
-use super::environment::{ConfigSource, PodContext, container_config, container_env};
+use super::environment::{
+    ConfigSource, PodContext, container_config, container_env, container_mounts,
+};
 use super::pod_status::{ObservedContainer, ObservedPod};
 use super::probe::{ContainerProbes, ProbeTarget, RunningContainer};
 use crate::clock::Clock;
@@ -538,12 +540,19 @@ impl PodWorker {
                 return Some(("CreateContainerConfigError".to_owned(), error.to_string()));
             }
         };
+        let mounts = match container_mounts(container, source) {
+            Ok(mounts) => mounts,
+            Err(error) => {
+                return Some(("CreateContainerConfigError".to_owned(), error.to_string()));
+            }
+        };
         // Kubelet keeps one dead instance per container (for `lastState` and logs).
         for old in current.iter().skip(1) {
             let _ = self.runtime.remove_container(&old.id).await;
         }
         current.truncate(1);
-        let config = container_config(pod, container, attempt, env);
+        let mut config = container_config(pod, container, attempt, env);
+        config.mounts = mounts;
         let sandbox_config = sandbox_config(pod, 0);
         let id = match self
             .runtime

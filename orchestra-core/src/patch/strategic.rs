@@ -110,7 +110,7 @@ pub struct MergeKeys {
 
 impl MergeKeys {
     /// The built-in kinds [`MergeKeys::for_kind`] knows, as `(apiVersion, kind)`.
-    pub const BUILTIN_KINDS: [(&'static str, &'static str); 14] = [
+    pub const BUILTIN_KINDS: [(&'static str, &'static str); 18] = [
         ("v1", "Pod"),
         ("v1", "Node"),
         ("v1", "Namespace"),
@@ -125,6 +125,10 @@ impl MergeKeys {
         ("apps/v1", "Deployment"),
         ("coordination.k8s.io/v1", "Lease"),
         ("scheduling.k8s.io/v1", "PriorityClass"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ];
 
     /// An empty table: every object merges and every list is replaced, as in a JSON merge patch,
@@ -877,8 +881,8 @@ static BUILTIN: LazyLock<Vec<((&'static str, &'static str), MergeKeys)>> = LazyL
 });
 
 /// The table of a built-in kind, from the `patchStrategy` and `patchMergeKey` tags of
-/// Kubernetes' types (`k8s.io/api/core/v1`, `apps/v1`, `coordination/v1`, `scheduling/v1` and
-/// `apimachinery/pkg/apis/meta/v1`, Kubernetes 1.33). Lists marked atomic there (a Pod's
+/// Kubernetes' types (`k8s.io/api/core/v1`, `apps/v1`, `coordination/v1`, `scheduling/v1`,
+/// `rbac/v1` and `apimachinery/pkg/apis/meta/v1`, Kubernetes 1.33). Lists marked atomic there (a Pod's
 /// tolerations, a Node's taints, an Endpoints' subsets, container statuses, ...) are replaced.
 fn builtin(api_version: &str, kind: &str) -> MergeKeys {
     let keys = object_meta(MergeKeys::new(), "metadata");
@@ -899,7 +903,10 @@ fn builtin(api_version: &str, kind: &str) -> MergeKeys {
         ("apps/v1", "Deployment") => pod_template(keys, "spec.template")
             .retain_keys("spec.strategy")
             .merge_by_key("status.conditions", "type"),
-        // Endpoints, Secret, ConfigMap, Event, Lease and PriorityClass: only their metadata merges.
+        // Endpoints, Secret, ConfigMap, Event, Lease, PriorityClass and the RBAC kinds: only their
+        // metadata merges. A Role's or ClusterRole's `rules`, a ClusterRole's
+        // `aggregationRule.clusterRoleSelectors` and a binding's `subjects` carry no patch
+        // strategy in Kubernetes, so a patch replaces them whole.
         _ => keys,
     }
 }
@@ -955,4 +962,69 @@ fn pod_status(keys: MergeKeys, prefix: &str) -> MergeKeys {
         .merge_by_key(&at(prefix, "hostIPs"), "ip")
         .merge_by_key(&claim_statuses, "name")
         .retain_keys(&claim_statuses)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const RBAC: &str = "rbac.authorization.k8s.io/v1";
+
+    #[test]
+    fn rbac_kinds_merge_only_their_metadata() {
+        for kind in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"] {
+            let keys = MergeKeys::for_kind(RBAC, kind);
+            assert!(keys.is_some(), "{kind}");
+            let keys = keys.unwrap_or_default();
+            assert_eq!(
+                keys.field("metadata.finalizers")
+                    .and_then(|field| field.strategy),
+                Some(PatchStrategy::Merge),
+                "{kind}"
+            );
+            for path in ["rules", "subjects", "aggregationRule.clusterRoleSelectors"] {
+                assert_eq!(
+                    keys.field(path).and_then(|field| field.merge_key.clone()),
+                    None,
+                    "{kind} {path}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rbac_rules_and_subjects_are_replaced_whole() {
+        let role = json!({
+            "metadata": {"name": "reader", "finalizers": ["a"]},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+        });
+        let patch = json!({
+            "metadata": {"finalizers": ["b"]},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}],
+        });
+        let keys = MergeKeys::for_kind(RBAC, "Role").unwrap_or_default();
+        assert_eq!(
+            apply_strategic_merge_patch(&role, &patch, &keys).ok(),
+            Some(json!({
+                "metadata": {"name": "reader", "finalizers": ["b", "a"]},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}],
+            }))
+        );
+
+        let binding = json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"}],
+        });
+        let patch = json!({"subjects": [{"kind": "Group", "name": "ops"}]});
+        let keys = MergeKeys::for_kind(RBAC, "ClusterRoleBinding").unwrap_or_default();
+        assert_eq!(
+            apply_strategic_merge_patch(&binding, &patch, &keys).ok(),
+            Some(json!({
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "Group", "name": "ops"}],
+            }))
+        );
+    }
 }

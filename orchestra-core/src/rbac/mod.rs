@@ -559,6 +559,13 @@ impl Authorizer {
         self.cluster_roles.get(name).map(Vec::as_slice)
     }
 
+    /// The rules of the Role `name` in `namespace`; `None` if there is none.
+    pub fn role_rules(&self, namespace: &str, name: &str) -> Option<&[PolicyRule]> {
+        self.roles
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(Vec::as_slice)
+    }
+
     /// Whether RBAC allows the request (Kubernetes' `RBACAuthorizer.Authorize`).
     pub fn authorize(&self, attributes: &Attributes) -> Decision {
         let mut allowed_by = None;
@@ -874,12 +881,114 @@ fn cluster_binding(role: &str, groups: &[&str]) -> ClusterRoleBinding {
     }
 }
 
+/// A ClusterRoleBinding of the bootstrap ClusterRole `role` to the user of the same name.
+fn user_binding(role: &str) -> ClusterRoleBinding {
+    let mut binding = cluster_binding(role, &[]);
+    binding.subjects = Some(vec![Subject {
+        api_group: Some(RBAC_GROUP.to_owned()),
+        kind: "User".to_owned(),
+        name: role.to_owned(),
+        namespace: None,
+    }]);
+    binding
+}
+
+/// The user name of the scheduler when it calls the API from its own process.
+pub const SCHEDULER_USER: &str = "system:kube-scheduler";
+/// The user name of the controller manager when it calls the API from its own process.
+pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+
 /// The label that aggregates a ClusterRole into `admin`.
 pub const AGGREGATE_TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
 /// The label that aggregates a ClusterRole into `edit`.
 pub const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
 /// The label that aggregates a ClusterRole into `view`.
 pub const AGGREGATE_TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
+
+/// The roles of the control plane's own components.
+fn component_roles() -> Vec<ClusterRole> {
+    const APPS: &str = "apps";
+    const COORDINATION: &str = "coordination.k8s.io";
+    const EVENTS: &[&str] = &["create", "update", "patch"];
+    vec![
+        cluster_role(
+            SCHEDULER_USER,
+            &[],
+            vec![
+                resource_rule(
+                    READ,
+                    "",
+                    &["pods", "nodes", "namespaces", "services", "replicationcontrollers"],
+                ),
+                resource_rule(READ, APPS, &["replicasets", "deployments"]),
+                resource_rule(READ, "scheduling.k8s.io", &["priorityclasses"]),
+                resource_rule(&["delete"], "", &["pods"]),
+                resource_rule(&["create"], "", &["pods/binding", "bindings"]),
+                resource_rule(&["patch", "update"], "", &["pods/status"]),
+                resource_rule(EVENTS, "", &["events"]),
+                resource_rule(EVENTS, "events.k8s.io", &["events"]),
+                resource_rule(READ_WRITE, COORDINATION, &["leases"]),
+            ],
+        ),
+        cluster_role(
+            CONTROLLER_MANAGER_USER,
+            &[],
+            vec![
+                resource_rule(READ, "*", &["*"]),
+                resource_rule(
+                    WRITE,
+                    "",
+                    &[
+                        "pods",
+                        "pods/status",
+                        "replicationcontrollers",
+                        "replicationcontrollers/status",
+                        "replicationcontrollers/scale",
+                        "endpoints",
+                        "namespaces",
+                        "namespaces/status",
+                        "namespaces/finalize",
+                        "nodes",
+                        "nodes/status",
+                        "serviceaccounts",
+                        "secrets",
+                        "configmaps",
+                        "events",
+                    ],
+                ),
+                resource_rule(&["create"], "", &["pods/eviction", "serviceaccounts/token"]),
+                resource_rule(
+                    WRITE,
+                    APPS,
+                    &[
+                        "deployments",
+                        "deployments/status",
+                        "deployments/scale",
+                        "replicasets",
+                        "replicasets/status",
+                        "replicasets/scale",
+                    ],
+                ),
+                resource_rule(READ_WRITE, COORDINATION, &["leases"]),
+                resource_rule(EVENTS, "events.k8s.io", &["events"]),
+            ],
+        ),
+        cluster_role(
+            "system:node",
+            &[],
+            vec![
+                resource_rule(READ, "", &["nodes", "pods", "services", "endpoints"]),
+                resource_rule(&["create", "update", "patch", "delete"], "", &["nodes", "nodes/status"]),
+                resource_rule(&["update", "patch", "delete"], "", &["pods", "pods/status"]),
+                resource_rule(&["create"], "", &["pods/eviction", "serviceaccounts/token"]),
+                resource_rule(&["get"], "", &["secrets", "configmaps", "serviceaccounts"]),
+                resource_rule(EVENTS, "", &["events"]),
+                resource_rule(EVENTS, "events.k8s.io", &["events"]),
+                resource_rule(READ_WRITE, COORDINATION, &["leases"]),
+            ],
+        ),
+    ]
+}
 
 /// The default ClusterRoles and ClusterRoleBindings of an API server (the part of Kubernetes'
 /// bootstrap policy for what Orchestra serves), labelled `kubernetes.io/bootstrapping:
@@ -906,7 +1015,16 @@ pub const AGGREGATE_TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view
 ///   `pods/log` and the `status` subresources, creates `serviceaccounts/token` and impersonates service
 ///   accounts; `admin` also manages `roles` and `rolebindings` and creates
 ///   `localsubjectaccessreviews`. Orchestra adds `leases` (`coordination.k8s.io`), which
-///   Kubernetes leaves out of these roles: read in `view`, written in `edit`.
+///   Kubernetes leaves out of these roles: read in `view`, written in `edit`;
+/// - `system:kube-scheduler`, bound to the user [`SCHEDULER_USER`]: reads what scheduling
+///   reads, binds pods, writes their status, deletes (preempts) pods, records events and holds
+///   its leader Lease;
+/// - `system:kube-controller-manager`, bound to the user [`CONTROLLER_MANAGER_USER`]: reads every
+///   resource (the garbage collector's need) and writes what Orchestra's controllers write (one
+///   identity for every controller: Kubernetes' per-controller service accounts are not made);
+/// - `system:node`: what a node agent's requests need, not bound to anyone (as in Kubernetes,
+///   node agents are authorized by the node authorizer, which also restricts them to their own
+///   node's objects).
 ///
 /// # Examples
 ///
@@ -1063,7 +1181,10 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
             ],
         ),
     ];
+    let roles = [roles, component_roles()].concat();
     let bindings = vec![
+        user_binding(SCHEDULER_USER),
+        user_binding(CONTROLLER_MANAGER_USER),
         cluster_binding("cluster-admin", &[SYSTEM_MASTERS]),
         cluster_binding("system:discovery", &[ALL_AUTHENTICATED]),
         cluster_binding("system:basic-user", &[ALL_AUTHENTICATED]),

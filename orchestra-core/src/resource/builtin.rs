@@ -21,6 +21,10 @@
 //! | `Deployment` | `apps/v1` | `deployments` | namespaced |
 //! | `Lease` | `coordination.k8s.io/v1` | `leases` | namespaced |
 //! | `PriorityClass` | `scheduling.k8s.io/v1` | `priorityclasses` | cluster |
+//! | `Role` | `rbac.authorization.k8s.io/v1` | `roles` | namespaced |
+//! | `ClusterRole` | `rbac.authorization.k8s.io/v1` | `clusterroles` | cluster |
+//! | `RoleBinding` | `rbac.authorization.k8s.io/v1` | `rolebindings` | namespaced |
+//! | `ClusterRoleBinding` | `rbac.authorization.k8s.io/v1` | `clusterrolebindings` | cluster |
 
 use std::borrow::Cow;
 
@@ -30,6 +34,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
     ServiceAccount,
 };
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -97,6 +102,10 @@ builtin! {
     Deployment => true,
     Lease => true,
     PriorityClass => false,
+    Role => true,
+    ClusterRole => false,
+    RoleBinding => true,
+    ClusterRoleBinding => false,
 }
 
 #[cfg(test)]
@@ -108,7 +117,7 @@ mod tests {
         for resource in builtin_resources() {
             let cluster_scoped = matches!(
                 resource.kind.as_str(),
-                "Node" | "Namespace" | "PriorityClass"
+                "Node" | "Namespace" | "PriorityClass" | "ClusterRole" | "ClusterRoleBinding"
             );
             assert_eq!(resource.namespaced, !cluster_scoped, "{}", resource.kind);
         }
@@ -123,6 +132,13 @@ mod tests {
         assert_eq!(ApiResource::of::<Endpoints>().plural, "endpoints");
         assert_eq!(ApiResource::of::<Pod>().group, "");
         assert_eq!(ApiResource::of::<PriorityClass>().plural, "priorityclasses");
-        assert_eq!(builtin_resources().len(), 14);
+        assert_eq!(
+            ApiResource::of::<ClusterRoleBinding>().api_version,
+            "rbac.authorization.k8s.io/v1"
+        );
+        assert_eq!(ApiResource::of::<Role>().plural, "roles");
+        assert_eq!(ApiResource::of::<ClusterRole>().plural, "clusterroles");
+        assert_eq!(ApiResource::of::<RoleBinding>().plural, "rolebindings");
+        assert_eq!(builtin_resources().len(), 18);
     }
 }

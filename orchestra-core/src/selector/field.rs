@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
     ServiceAccount,
 };
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -58,8 +59,8 @@ impl fmt::Display for FieldOperator {
 /// | `Event` | `involvedObject.{kind,namespace,name,uid,apiVersion,resourceVersion,fieldPath}`, `reason`, `reportingComponent`, `source`, `type` |
 /// | `ReplicationController`, `ReplicaSet` | `status.replicas` |
 ///
-/// Endpoints, ServiceAccount, ConfigMap, Deployment, Lease, PriorityClass and [`DynamicObject`]
-/// offer the metadata fields only. An unset field reads as Kubernetes' zero value: the empty string, `0`,
+/// Endpoints, ServiceAccount, ConfigMap, Deployment, Lease, PriorityClass, Role, ClusterRole,
+/// RoleBinding, ClusterRoleBinding and [`DynamicObject`] offer the metadata fields only. An unset field reads as Kubernetes' zero value: the empty string, `0`,
 /// or `false`.
 ///
 /// # Examples
@@ -581,6 +582,8 @@ metadata_only!(
     ConfigMap,
     Deployment,
     Lease,
+    Role,
+    RoleBinding,
     DynamicObject
 );
 
@@ -640,15 +643,24 @@ impl FieldSource for Node {
     }
 }
 
-impl FieldSource for PriorityClass {
-    fn supported_fields() -> &'static [&'static str] {
-        &["metadata.name"]
-    }
+/// Cluster-scoped kinds that offer `metadata.name` only.
+macro_rules! cluster_metadata_only {
+    ($($kind:ty),* $(,)?) => {
+        $(
+            impl FieldSource for $kind {
+                fn supported_fields() -> &'static [&'static str] {
+                    &["metadata.name"]
+                }
 
-    fn field(&self, name: &str) -> Option<Cow<'_, str>> {
-        metadata_field(&self.metadata, name, false)
-    }
+                fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+                    metadata_field(&self.metadata, name, false)
+                }
+            }
+        )*
+    };
 }
+
+cluster_metadata_only!(PriorityClass, ClusterRole, ClusterRoleBinding);
 
 impl FieldSource for Namespace {
     fn supported_fields() -> &'static [&'static str] {
@@ -1109,6 +1121,10 @@ mod tests {
         check_fields(&named(Deployment::default()));
         check_fields(&named(Lease::default()));
         check_fields(&named(PriorityClass::default()));
+        check_fields(&named(Role::default()));
+        check_fields(&named(ClusterRole::default()));
+        check_fields(&named(RoleBinding::default()));
+        check_fields(&named(ClusterRoleBinding::default()));
         let resource = ApiResource::new("example.com", "v1", "CronTab", None, true);
         check_fields(&named(DynamicObject::new("n", &resource)));
 
@@ -1121,6 +1137,26 @@ mod tests {
         assert_eq!(
             named(Namespace::default()).field("metadata.namespace"),
             None
+        );
+        assert_eq!(
+            named(ClusterRole::default()).field("metadata.namespace"),
+            None
+        );
+        assert_eq!(
+            named(ClusterRoleBinding::default()).field("metadata.namespace"),
+            None
+        );
+        assert_eq!(
+            named(RoleBinding::default())
+                .field("metadata.namespace")
+                .as_deref(),
+            Some("ns")
+        );
+        assert_eq!(
+            named(Role::default())
+                .field("metadata.namespace")
+                .as_deref(),
+            Some("ns")
         );
         let error = parse("metadata.namespace=ns")
             .validate_for::<Node>()

@@ -2,7 +2,8 @@
 //!
 //! [`Validate`] is implemented for every built-in kind, following Kubernetes' own validation
 //! (`pkg/apis/*/validation`): names and metadata, required fields, unique names, port ranges,
-//! selectors that match their templates, rolling-update parameters, probes, resources. A custom kind
+//! selectors that match their templates, rolling-update parameters, probes, resources, RBAC rules
+//! and bindings. A custom kind
 //! gets the metadata checks and its own hook (see [`crate::resource::custom`]).
 //!
 //! Validation never stops at the first problem: [`Validate::validate`] returns an
@@ -22,6 +23,7 @@ mod namespace;
 mod node;
 pub mod pod;
 pub mod priority_class;
+pub mod rbac;
 mod service;
 mod workload;
 

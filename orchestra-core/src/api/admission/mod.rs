@@ -15,12 +15,14 @@
 //! |---|---|
 //! | [`Priority`] | resolves a pod's `priorityClassName` to its `priority` and `preemptionPolicy`; keeps PriorityClasses to one global default |
 //! | [`DefaultTolerationSeconds`] | gives pods 300 s tolerations of the not-ready and unreachable `NoExecute` taints (configurable with [`ClientBuilder::default_toleration_seconds`](super::ClientBuilder::default_toleration_seconds)) |
+//! | [`ServiceAccount`] | gives pods the `default` service account when they name none, and the projected volume of their account's token mounted in every container |
 //!
 //! [`ClientBuilder::without_default_admission`](super::ClientBuilder::without_default_admission)
 //! leaves them out.
 
 pub mod default_toleration_seconds;
 pub mod priority;
+pub mod service_account;
 
 use std::fmt;
 
@@ -31,6 +33,7 @@ use crate::status::StatusError;
 
 pub use default_toleration_seconds::DefaultTolerationSeconds;
 pub use priority::Priority;
+pub use service_account::ServiceAccount;
 
 /// What a write does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
