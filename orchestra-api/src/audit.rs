@@ -40,7 +40,9 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("path", &self.path).finish()
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -168,4 +170,3 @@ pub async fn audit(State(log): State<AuditLog>, request: Request, next: Next) ->
     log.write(&event);
     response
 }
-

@@ -50,7 +50,8 @@ pub async fn ensure_bootstrap_policy(client: &Client) -> Result<Reconciled, Stat
             }
             Some(mut stored) if autoupdate(&stored.metadata) => {
                 let mut changed = false;
-                if role.aggregation_rule.is_some() && stored.aggregation_rule != role.aggregation_rule
+                if role.aggregation_rule.is_some()
+                    && stored.aggregation_rule != role.aggregation_rule
                 {
                     stored.aggregation_rule = role.aggregation_rule.clone();
                     changed = true;
@@ -65,7 +66,11 @@ pub async fn ensure_bootstrap_policy(client: &Client) -> Result<Reconciled, Stat
                     }
                 }
                 if changed {
-                    ignore_races(role_api.replace(&name, &PostParams::default(), &stored).await)?;
+                    ignore_races(
+                        role_api
+                            .replace(&name, &PostParams::default(), &stored)
+                            .await,
+                    )?;
                     done.updated.push(format!("clusterrole/{name}"));
                 }
             }
@@ -80,7 +85,9 @@ pub async fn ensure_bootstrap_policy(client: &Client) -> Result<Reconciled, Stat
                 ignore_races(binding_api.create(&PostParams::default(), &binding).await)?;
                 done.created.push(format!("clusterrolebinding/{name}"));
             }
-            Some(mut stored) if autoupdate(&stored.metadata) && stored.role_ref == binding.role_ref => {
+            Some(mut stored)
+                if autoupdate(&stored.metadata) && stored.role_ref == binding.role_ref =>
+            {
                 let subjects = stored.subjects.get_or_insert_with(Vec::new);
                 let mut changed = false;
                 for subject in binding.subjects.iter().flatten() {
@@ -90,7 +97,11 @@ pub async fn ensure_bootstrap_policy(client: &Client) -> Result<Reconciled, Stat
                     }
                 }
                 if changed {
-                    ignore_races(binding_api.replace(&name, &PostParams::default(), &stored).await)?;
+                    ignore_races(
+                        binding_api
+                            .replace(&name, &PostParams::default(), &stored)
+                            .await,
+                    )?;
                     done.updated.push(format!("clusterrolebinding/{name}"));
                 }
             }

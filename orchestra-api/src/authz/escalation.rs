@@ -92,12 +92,22 @@ pub async fn check(
     }
     let object = written_object(&authz.client, info, headers, body).await?;
     let namespace = info.namespace.as_deref();
-    let decode_error = |error: serde_json::Error| bad_request(format!("the body cannot be read: {error}"));
-    let (rules, special_verb, role_resource, role_name, role_namespace) = match info.resource.as_str() {
+    let decode_error =
+        |error: serde_json::Error| bad_request(format!("the body cannot be read: {error}"));
+    let (rules, special_verb, role_resource, role_name, role_namespace) = match info
+        .resource
+        .as_str()
+    {
         "roles" => {
             let role: Role = serde_json::from_value(object).map_err(decode_error)?;
             let name = role.metadata.name.clone().unwrap_or_default();
-            (role.rules.unwrap_or_default(), "escalate", "roles", name, namespace)
+            (
+                role.rules.unwrap_or_default(),
+                "escalate",
+                "roles",
+                name,
+                namespace,
+            )
         }
         "clusterroles" => {
             let role: ClusterRole = serde_json::from_value(object).map_err(decode_error)?;
@@ -129,7 +139,9 @@ pub async fn check(
                     namespace,
                 ),
                 _ => (
-                    authorizer.cluster_role_rules(&role_ref.name).map(<[PolicyRule]>::to_vec),
+                    authorizer
+                        .cluster_role_rules(&role_ref.name)
+                        .map(<[PolicyRule]>::to_vec),
                     "clusterroles",
                     None,
                 ),
@@ -164,7 +176,11 @@ pub async fn check(
         Some(ns) => escalate.in_namespace(ns),
         None => escalate,
     };
-    if authz.authorize_attributes(&escalate, None).await.is_allowed() {
+    if authz
+        .authorize_attributes(&escalate, None)
+        .await
+        .is_allowed()
+    {
         return Ok(());
     }
     confirm_no_escalation(authz, user, namespace, &rules).await
@@ -264,7 +280,11 @@ mod tests {
             verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
             api_groups: strings(groups),
             resources: strings(resources),
-            resource_names: if names.is_empty() { None } else { strings(names) },
+            resource_names: if names.is_empty() {
+                None
+            } else {
+                strings(names)
+            },
             non_resource_urls: None,
         }
     }
@@ -279,18 +299,33 @@ mod tests {
     fn a_wildcard_is_covered_only_by_a_wildcard() {
         let reader = [rule(&["get", "list"], &[""], &["pods"], &[])];
         assert!(covered(&reader, &rule(&["get"], &[""], &["pods"], &[])));
-        assert!(covered(&reader, &rule(&["get"], &[""], &["pods"], &["web"])));
+        assert!(covered(
+            &reader,
+            &rule(&["get"], &[""], &["pods"], &["web"])
+        ));
         assert!(!covered(&reader, &rule(&["*"], &[""], &["pods"], &[])));
         assert!(!covered(&reader, &rule(&["get"], &["*"], &["pods"], &[])));
         assert!(!covered(&reader, &rule(&["get"], &[""], &["*"], &[])));
-        assert!(!covered(&reader, &rule(&["get"], &[""], &["pods/log"], &[])));
+        assert!(!covered(
+            &reader,
+            &rule(&["get"], &[""], &["pods/log"], &[])
+        ));
         assert!(!covered(&reader, &rule(&["delete"], &[""], &["pods"], &[])));
         let named = [rule(&["get"], &[""], &["secrets"], &["a"])];
-        assert!(covered(&named, &rule(&["get"], &[""], &["secrets"], &["a"])));
-        assert!(!covered(&named, &rule(&["get"], &[""], &["secrets"], &["a", "b"])));
+        assert!(covered(
+            &named,
+            &rule(&["get"], &[""], &["secrets"], &["a"])
+        ));
+        assert!(!covered(
+            &named,
+            &rule(&["get"], &[""], &["secrets"], &["a", "b"])
+        ));
         assert!(!covered(&named, &rule(&["get"], &[""], &["secrets"], &[])));
         let admin = [rule(&["*"], &["*"], &["*"], &[])];
         assert!(covered(&admin, &rule(&["*"], &["*"], &["*"], &[])));
-        assert!(covered(&admin, &rule(&["get"], &["apps"], &["deployments/scale"], &["x"])));
+        assert!(covered(
+            &admin,
+            &rule(&["get"], &["apps"], &["deployments/scale"], &["x"])
+        ));
     }
 }

@@ -42,7 +42,10 @@ pub async fn impersonate(
 ) -> Result<Option<UserInfo>, StatusError> {
     let text = |value: &http::HeaderValue| {
         value.to_str().map(str::to_owned).map_err(|_| {
-            StatusError::new(StatusReason::BadRequest, "impersonation headers must be text")
+            StatusError::new(
+                StatusReason::BadRequest,
+                "impersonation headers must be text",
+            )
         })
     };
     let user = headers.get(USER_HEADER).map(text).transpose()?;
@@ -77,38 +80,50 @@ pub async fn impersonate(
         .strip_prefix(SERVICE_ACCOUNT_PREFIX)
         .and_then(|rest| rest.split_once(':'))
     {
-        Some((namespace, name)) => checks.push(ask(
-            Attributes::resource(&caller.name, "impersonate", "", "serviceaccounts")
-                .in_namespace(namespace)
-                .named(name),
-        )),
-        None => checks.push(ask(
-            Attributes::resource(&caller.name, "impersonate", "", "users").named(&user),
-        )),
+        Some((namespace, name)) => checks.push(ask(Attributes::resource(
+            &caller.name,
+            "impersonate",
+            "",
+            "serviceaccounts",
+        )
+        .in_namespace(namespace)
+        .named(name))),
+        None => checks.push(ask(Attributes::resource(
+            &caller.name,
+            "impersonate",
+            "",
+            "users",
+        )
+        .named(&user))),
     }
     for group in &groups {
-        checks.push(ask(
-            Attributes::resource(&caller.name, "impersonate", "", "groups").named(group),
-        ));
+        checks.push(ask(Attributes::resource(
+            &caller.name,
+            "impersonate",
+            "",
+            "groups",
+        )
+        .named(group)));
     }
     if let Some(uid) = &uid {
-        checks.push(ask(
-            Attributes::resource(&caller.name, "impersonate", "authentication.k8s.io", "uids")
-                .named(uid),
-        ));
+        checks.push(ask(Attributes::resource(
+            &caller.name,
+            "impersonate",
+            "authentication.k8s.io",
+            "uids",
+        )
+        .named(uid)));
     }
     for (key, values) in &extra {
         for value in values {
-            checks.push(ask(
-                Attributes::resource(
-                    &caller.name,
-                    "impersonate",
-                    "authentication.k8s.io",
-                    "userextras",
-                )
-                .on_subresource(key)
-                .named(value),
-            ));
+            checks.push(ask(Attributes::resource(
+                &caller.name,
+                "impersonate",
+                "authentication.k8s.io",
+                "userextras",
+            )
+            .on_subresource(key)
+            .named(value)));
         }
     }
     for check in &checks {

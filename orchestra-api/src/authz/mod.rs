@@ -193,7 +193,11 @@ pub async fn authorize(
         Ok(None) => caller.clone(),
         Err(error) => return with_identity(failure(&error), &caller, &caller, None),
     };
-    let info = RequestInfo::parse(request.method(), request.uri().path(), request.uri().query());
+    let info = RequestInfo::parse(
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+    );
     let attributes = info.attributes(&user.name, &user.groups);
     let decision = authz.authorize_attributes(&attributes, Some(&info)).await;
     if !decision.is_allowed() {
@@ -217,7 +221,8 @@ pub async fn authorize(
                 return with_identity(failure(&error), &caller, &user, Some(&info));
             }
         };
-        if let Some(response) = reviews::answer(&authz, &user, &info, &parts.headers, &bytes).await {
+        if let Some(response) = reviews::answer(&authz, &user, &info, &parts.headers, &bytes).await
+        {
             return with_identity(response, &caller, &user, Some(&info));
         }
         if let Some(node_name) = node_name(&attributes) {
@@ -226,7 +231,8 @@ pub async fn authorize(
             }
         }
         if escalation::applies(&info) {
-            if let Err(error) = escalation::check(&authz, &user, &info, &parts.headers, &bytes).await
+            if let Err(error) =
+                escalation::check(&authz, &user, &info, &parts.headers, &bytes).await
             {
                 return with_identity(failure(&error), &caller, &user, Some(&info));
             }
@@ -277,8 +283,12 @@ mod tests {
             forbidden(&named, "").message,
             r#"pods "web" is forbidden: User "bob" cannot get resource "pods" in API group "" in the namespace "default""#
         );
-        let cluster = Attributes::resource("bob", "list", "apps", "deployments").on_subresource("scale");
-        let error = forbidden(&cluster, "RBAC: clusterrole.rbac.authorization.k8s.io \"x\" not found");
+        let cluster =
+            Attributes::resource("bob", "list", "apps", "deployments").on_subresource("scale");
+        let error = forbidden(
+            &cluster,
+            "RBAC: clusterrole.rbac.authorization.k8s.io \"x\" not found",
+        );
         assert_eq!(error.code, 403);
         assert_eq!(error.reason, StatusReason::Forbidden);
         assert_eq!(
@@ -294,11 +304,13 @@ mod tests {
 
     #[test]
     fn node_users_need_the_nodes_group() {
-        let node = Attributes::resource("system:node:n1", "get", "", "pods").with_groups([NODES_GROUP]);
+        let node =
+            Attributes::resource("system:node:n1", "get", "", "pods").with_groups([NODES_GROUP]);
         assert_eq!(node_name(&node), Some("n1"));
         let pretender = Attributes::resource("system:node:n1", "get", "", "pods");
         assert_eq!(node_name(&pretender), None);
-        let empty = Attributes::resource("system:node:", "get", "", "pods").with_groups([NODES_GROUP]);
+        let empty =
+            Attributes::resource("system:node:", "get", "", "pods").with_groups([NODES_GROUP]);
         assert_eq!(node_name(&empty), None);
     }
 }

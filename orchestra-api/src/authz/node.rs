@@ -176,7 +176,11 @@ pub async fn admit(
         ))
     };
     if info.resource == "nodes" || info.resource == "leases" {
-        let kind = if info.resource == "nodes" { "Node" } else { "Lease" };
+        let kind = if info.resource == "nodes" {
+            "Node"
+        } else {
+            "Lease"
+        };
         let object: ObjectMetaOnly = match serde_json::from_slice(body) {
             Ok(object) => object,
             Err(error) => return refuse(format!("create a {kind} it cannot read ({error})")),
@@ -207,7 +211,9 @@ pub async fn admit(
                 .as_deref()
                 .is_some_and(|uid| Some(uid) != pod.metadata.uid.as_deref())
             {
-                return refuse(format!("ask a token for another pod {namespace}/{pod_name}"));
+                return refuse(format!(
+                    "ask a token for another pod {namespace}/{pod_name}"
+                ));
             }
             Ok(())
         }
@@ -351,7 +357,10 @@ mod tests {
         }))
         .unwrap_or_default();
         let secrets: Vec<&str> = secret_names(&spec).collect();
-        assert_eq!(secrets, ["s-env", "s-from", "s-init", "s-vol", "s-proj", "s-pull"]);
+        assert_eq!(
+            secrets,
+            ["s-env", "s-from", "s-init", "s-vol", "s-proj", "s-pull"]
+        );
         let maps: Vec<&str> = config_map_names(&spec).collect();
         assert_eq!(maps, ["c-env", "c-from", "c-vol", "c-proj"]);
     }

@@ -75,7 +75,8 @@ impl RbacCache {
         let (roles, a) = reflect(Api::<Role>::all(client.clone()), &generation);
         let (cluster_roles, b) = reflect(Api::<ClusterRole>::all(client.clone()), &generation);
         let (role_bindings, c) = reflect(Api::<RoleBinding>::all(client.clone()), &generation);
-        let (cluster_role_bindings, d) = reflect(Api::<ClusterRoleBinding>::all(client), &generation);
+        let (cluster_role_bindings, d) =
+            reflect(Api::<ClusterRoleBinding>::all(client), &generation);
         RbacCache {
             roles,
             cluster_roles,

@@ -196,34 +196,120 @@ mod tests {
     #[test]
     fn resource_requests_read_as_kubernetes_reads_them() {
         let cases = [
-            (Method::GET, "/api/v1/namespaces/default/pods", "list /v1/pods sub=- ns=default name=-"),
-            (Method::GET, "/api/v1/namespaces/default/pods?watch=true", "watch /v1/pods sub=- ns=default name=-"),
-            (Method::GET, "/api/v1/watch/namespaces/default/pods", "watch /v1/pods sub=- ns=default name=-"),
-            (Method::GET, "/api/v1/namespaces/default/pods/web", "get /v1/pods sub=- ns=default name=web"),
-            (Method::GET, "/api/v1/namespaces/default/pods/web/log", "get /v1/pods sub=log ns=default name=web"),
-            (Method::POST, "/api/v1/namespaces/default/pods/web/eviction", "create /v1/pods sub=eviction ns=default name=web"),
-            (Method::PUT, "/apis/apps/v1/namespaces/a/deployments/d/scale", "update apps/v1/deployments sub=scale ns=a name=d"),
-            (Method::PATCH, "/apis/apps/v1/namespaces/a/deployments/d", "patch apps/v1/deployments sub=- ns=a name=d"),
-            (Method::DELETE, "/api/v1/namespaces/a/pods", "deletecollection /v1/pods sub=- ns=a name=-"),
-            (Method::DELETE, "/api/v1/namespaces/a/pods/p", "delete /v1/pods sub=- ns=a name=p"),
-            (Method::POST, "/apis/apps/v1/namespaces/a/deployments", "create apps/v1/deployments sub=- ns=a name=-"),
-            (Method::GET, "/api/v1/pods", "list /v1/pods sub=- ns=- name=-"),
-            (Method::GET, "/api/v1/nodes/n1", "get /v1/nodes sub=- ns=- name=n1"),
-            (Method::PATCH, "/api/v1/nodes/n1/status", "patch /v1/nodes sub=status ns=- name=n1"),
-            (Method::GET, "/api/v1/namespaces", "list /v1/namespaces sub=- ns=- name=-"),
-            (Method::GET, "/api/v1/namespaces/a", "get /v1/namespaces sub=- ns=a name=a"),
-            (Method::PUT, "/api/v1/namespaces/a/finalize", "update /v1/namespaces sub=finalize ns=a name=a"),
-            (Method::GET, "/api/v1/pods?fieldSelector=metadata.name%3Dweb", "list /v1/pods sub=- ns=- name=web"),
-            (Method::GET, "/api/v1/pods?watch=1&fieldSelector=spec.nodeName%3Dn1", "watch /v1/pods sub=- ns=- name=-"),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods",
+                "list /v1/pods sub=- ns=default name=-",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods?watch=true",
+                "watch /v1/pods sub=- ns=default name=-",
+            ),
+            (
+                Method::GET,
+                "/api/v1/watch/namespaces/default/pods",
+                "watch /v1/pods sub=- ns=default name=-",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods/web",
+                "get /v1/pods sub=- ns=default name=web",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods/web/log",
+                "get /v1/pods sub=log ns=default name=web",
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/default/pods/web/eviction",
+                "create /v1/pods sub=eviction ns=default name=web",
+            ),
+            (
+                Method::PUT,
+                "/apis/apps/v1/namespaces/a/deployments/d/scale",
+                "update apps/v1/deployments sub=scale ns=a name=d",
+            ),
+            (
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/a/deployments/d",
+                "patch apps/v1/deployments sub=- ns=a name=d",
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/a/pods",
+                "deletecollection /v1/pods sub=- ns=a name=-",
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/a/pods/p",
+                "delete /v1/pods sub=- ns=a name=p",
+            ),
+            (
+                Method::POST,
+                "/apis/apps/v1/namespaces/a/deployments",
+                "create apps/v1/deployments sub=- ns=a name=-",
+            ),
+            (
+                Method::GET,
+                "/api/v1/pods",
+                "list /v1/pods sub=- ns=- name=-",
+            ),
+            (
+                Method::GET,
+                "/api/v1/nodes/n1",
+                "get /v1/nodes sub=- ns=- name=n1",
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/nodes/n1/status",
+                "patch /v1/nodes sub=status ns=- name=n1",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces",
+                "list /v1/namespaces sub=- ns=- name=-",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a",
+                "get /v1/namespaces sub=- ns=a name=a",
+            ),
+            (
+                Method::PUT,
+                "/api/v1/namespaces/a/finalize",
+                "update /v1/namespaces sub=finalize ns=a name=a",
+            ),
+            (
+                Method::GET,
+                "/api/v1/pods?fieldSelector=metadata.name%3Dweb",
+                "list /v1/pods sub=- ns=- name=web",
+            ),
+            (
+                Method::GET,
+                "/api/v1/pods?watch=1&fieldSelector=spec.nodeName%3Dn1",
+                "watch /v1/pods sub=- ns=- name=-",
+            ),
         ];
         for (method, path, expected) in cases {
-            assert_eq!(summary(&parse(method.clone(), path)), expected, "{method} {path}");
+            assert_eq!(
+                summary(&parse(method.clone(), path)),
+                expected,
+                "{method} {path}"
+            );
         }
-        let info = parse(Method::GET, "/api/v1/pods?fieldSelector=spec.nodeName%3D%3Dn1,status.phase%3DRunning");
+        let info = parse(
+            Method::GET,
+            "/api/v1/pods?fieldSelector=spec.nodeName%3D%3Dn1,status.phase%3DRunning",
+        );
         assert_eq!(info.field_value("spec.nodeName").as_deref(), Some("n1"));
         assert_eq!(info.field_value("status.phase").as_deref(), Some("Running"));
         assert_eq!(info.field_value("metadata.name"), None);
-        let negated = parse(Method::GET, "/api/v1/pods?fieldSelector=spec.nodeName%21%3Dn1");
+        let negated = parse(
+            Method::GET,
+            "/api/v1/pods?fieldSelector=spec.nodeName%21%3Dn1",
+        );
         assert_eq!(negated.field_value("spec.nodeName"), None);
     }
 
@@ -246,7 +332,9 @@ mod tests {
             assert_eq!(attributes.groups, ["g"]);
             assert_eq!(
                 attributes.request,
-                orchestra_core::rbac::RequestTarget::NonResource { path: path.to_owned() }
+                orchestra_core::rbac::RequestTarget::NonResource {
+                    path: path.to_owned()
+                }
             );
         }
     }

@@ -234,11 +234,12 @@ async fn self_rules(
 ) -> Result<Response, StatusError> {
     let mut review: SelfSubjectRulesReview = decode(headers, body)?;
     let namespace = review.spec.namespace.clone().filter(|ns| !ns.is_empty());
-    let rules = authz
-        .rbac
-        .authorizer()
-        .await
-        .rules_for(&user.name, &user.groups, namespace.as_deref());
+    let rules =
+        authz
+            .rbac
+            .authorizer()
+            .await
+            .rules_for(&user.name, &user.groups, namespace.as_deref());
     let mut resource_rules = Vec::new();
     let mut non_resource_rules = Vec::new();
     for rule in rules {
@@ -257,7 +258,8 @@ async fn self_rules(
             });
         }
     }
-    let node = Attributes::resource(&user.name, "", "", "").with_groups(user.groups.iter().cloned());
+    let node =
+        Attributes::resource(&user.name, "", "", "").with_groups(user.groups.iter().cloned());
     // The node authorizer's grants depend on what is bound to the node: they cannot be listed.
     let incomplete = node_name(&node).is_some();
     review.status = Some(SubjectRulesReviewStatus {
