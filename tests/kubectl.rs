@@ -287,3 +287,211 @@ fn kubectl_drives_orchestra_up() {
     up.until(&["get", "deployment", "hello"], |out| out.contains("5/5"));
     up.stop();
 }
+
+/// The resource lines of `kubectl auth can-i --list`: `(resource, resource names, verbs)`.
+fn resource_rules(listing: &str) -> Vec<(String, String, String)> {
+    listing
+        .lines()
+        .skip(1)
+        .filter(|line| !line.starts_with(' '))
+        .filter_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            match columns.as_slice() {
+                [resource, _urls, names, verbs @ ..] => {
+                    Some(((*resource).to_owned(), (*names).to_owned(), verbs.join(" ")))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn kubectl_auth_follows_rbac() {
+    if !kubectl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let _cleanup = StopProcesses(data_dir.clone());
+    let up = Up::start(&data_dir, free_port(), "auth-node", "127.95.0.0/16");
+    const SA: &str = "--as=system:serviceaccount:default:default";
+
+    let whoami = up.ok(&["auth", "whoami"]);
+    assert!(
+        whoami.contains("admin") && whoami.contains("system:masters"),
+        "{whoami}"
+    );
+    let as_bob = up.ok(&["auth", "whoami", "--as=bob", "--as-group=dev"]);
+    assert!(
+        as_bob.contains("bob") && as_bob.contains("[dev system:authenticated]"),
+        "{as_bob}"
+    );
+
+    // Before any binding the account may only ask about itself.
+    let before = resource_rules(&up.ok(&["auth", "can-i", "--list", SA]));
+    let self_reviews = [
+        "selfsubjectreviews.authentication.k8s.io",
+        "selfsubjectaccessreviews.authorization.k8s.io",
+        "selfsubjectrulesreviews.authorization.k8s.io",
+    ];
+    let resources: Vec<&str> = before.iter().map(|(r, _, _)| r.as_str()).collect();
+    assert_eq!(resources, self_reviews, "{before:?}");
+    assert_eq!(up.fails(&["auth", "can-i", "list", "pods", SA]).trim(), "");
+    assert_eq!(
+        up.run(&["auth", "can-i", "list", "pods", SA]).stdout,
+        b"no\n"
+    );
+
+    // A Role and its binding: the listing then shows exactly what they grant.
+    up.ok(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    up.ok(&[
+        "create",
+        "role",
+        "settings-reader",
+        "--verb=get",
+        "--resource=configmaps",
+        "--resource-name=settings",
+    ]);
+    for role in ["pod-reader", "settings-reader"] {
+        up.ok(&[
+            "create",
+            "rolebinding",
+            role,
+            &format!("--role={role}"),
+            "--serviceaccount=default:default",
+        ]);
+    }
+    let listing = up.until(&["auth", "can-i", "--list", SA], |out| {
+        out.contains("configmaps") && out.contains("pods")
+    });
+    let mut granted = resource_rules(&listing);
+    granted.retain(|(resource, _, _)| !self_reviews.contains(&resource.as_str()));
+    granted.sort();
+    assert_eq!(
+        granted,
+        [
+            (
+                "configmaps".to_owned(),
+                "[settings]".to_owned(),
+                "[get]".to_owned()
+            ),
+            ("pods".to_owned(), "[]".to_owned(), "[get list]".to_owned()),
+        ],
+        "{listing}"
+    );
+    assert_eq!(up.ok(&["auth", "can-i", "list", "pods", SA]), "yes\n");
+    assert_eq!(
+        up.run(&["auth", "can-i", "delete", "pods", SA]).stdout,
+        b"no\n"
+    );
+    assert_eq!(
+        up.run(&["auth", "can-i", "list", "pods", "-n", "kube-system", SA])
+            .stdout,
+        b"no\n"
+    );
+    assert_eq!(
+        up.ok(&["auth", "can-i", "get", "configmaps/settings", SA]),
+        "yes\n"
+    );
+    assert_eq!(
+        up.run(&["auth", "can-i", "get", "configmaps/other", SA])
+            .stdout,
+        b"no\n"
+    );
+    let refused = up.fails(&["get", "secrets", SA]);
+    assert!(
+        refused.contains(
+            r#"User "system:serviceaccount:default:default" cannot list resource "secrets""#
+        ),
+        "{refused}"
+    );
+
+    // A pod's token (TokenRequest bound to the pod) works for exactly those bindings, and stops
+    // working when the pod goes.
+    up.ok(&["run", "web", "--image=hello:1", "--restart=Never"]);
+    let uid = up.ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let token = up.ok(&[
+        "create",
+        "token",
+        "default",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=web",
+        &format!("--bound-object-uid={uid}"),
+    ]);
+    let token = format!("--token={}", token.trim());
+    let pods = up.ok(&["get", "pods", &token]);
+    assert!(pods.contains("web"), "{pods}");
+    let whoami = up.ok(&["auth", "whoami", &token]);
+    assert!(
+        whoami.contains("system:serviceaccount:default:default"),
+        "{whoami}"
+    );
+    assert!(
+        up.fails(&["delete", "pod", "web", &token])
+            .contains("Forbidden")
+    );
+    assert!(
+        up.fails(&["get", "deployments", &token])
+            .contains("Forbidden")
+    );
+    up.ok(&["delete", "pod", "web", "--grace-period=0", "--force"]);
+    up.until(&["get", "pods", "-o", "name"], |out| {
+        !out.contains("pod/web")
+    });
+    let gone = up.fails(&["get", "pods", &token]);
+    assert!(gone.contains("Unauthorized"), "{gone}");
+
+    // Escalation: an admin of the namespace may bind what it holds, not cluster-admin.
+    up.ok(&[
+        "create",
+        "rolebinding",
+        "jane-admin",
+        "--clusterrole=admin",
+        "--user=jane",
+    ]);
+    up.until(
+        &["auth", "can-i", "create", "rolebindings", "--as=jane"],
+        |out| out == "yes\n",
+    );
+    up.ok(&[
+        "create",
+        "rolebinding",
+        "viewers",
+        "--clusterrole=view",
+        "--group=viewers",
+        "--as=jane",
+    ]);
+    let escalation = up.fails(&[
+        "create",
+        "rolebinding",
+        "root",
+        "--clusterrole=cluster-admin",
+        "--user=jane",
+        "--as=jane",
+    ]);
+    assert!(
+        escalation.contains("attempting to grant RBAC permissions not currently held"),
+        "{escalation}"
+    );
+
+    // Every request is in the audit log, with who asked and as whom.
+    let audit = std::fs::read_to_string(data_dir.join("audit.log")).unwrap();
+    let impersonated = audit
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| {
+            event["impersonatedUser"]["username"] == "system:serviceaccount:default:default"
+                && event["objectRef"]["resource"] == "secrets"
+        })
+        .expect("the refused secrets list in the audit log");
+    assert_eq!(impersonated["user"]["username"], "admin");
+    assert_eq!(impersonated["verb"], "list");
+    assert_eq!(impersonated["responseStatus"]["code"], 403);
+}

@@ -459,7 +459,11 @@ impl Handler<'_> {
 
     /// `POST serviceaccounts/<name>/token`: a bound token (Kubernetes' TokenRequest API).
     async fn create_token(&self, name: &str, body: Bytes) -> Outcome {
-        let request = self.decode_object(&body)?;
+        let mut request = self.decode_object(&body)?;
+        // What a client sends as status (kubectl: an empty one) is not read, as in Kubernetes.
+        if let Some(object) = request.as_object_mut() {
+            object.remove("status");
+        }
         let request: k8s_openapi::api::authentication::v1::TokenRequest =
             serde_json::from_value(request)
                 .map_err(|error| bad_request(format!("the TokenRequest cannot be read: {error}")))?;
