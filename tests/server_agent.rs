@@ -235,7 +235,23 @@ fn server_and_agents_run_a_deployment() {
     let nodes = kubectl.ok(&["get", "nodes", "-o", "name"]);
     assert!(nodes.trim().is_empty(), "a node before any agent: {nodes}");
 
-    // An agent given the server, a token and the CA.
+    // An agent given the server, its node's token and the CA: it runs as system:node:<NODE>,
+    // which the node authorizer restricts to its own objects.
+    let node_token = std::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args([
+            "node-token",
+            NODE,
+            "--data-dir",
+            &server_dir.to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    assert!(node_token.status.success(), "{node_token:?}");
+    let node_token = String::from_utf8(node_token.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(node_token, token);
     let mut agent = Orchestra::spawn(
         "agent",
         &[
@@ -243,7 +259,7 @@ fn server_and_agents_run_a_deployment() {
             "--server",
             &format!("https://127.0.0.1:{port}"),
             "--token",
-            &token,
+            &node_token,
             "--ca-file",
             &pki.join("ca.crt").to_string_lossy(),
             "--data-dir",
@@ -287,6 +303,21 @@ fn server_and_agents_run_a_deployment() {
     });
     eprintln!("{nodes}");
     assert!(agent.exited().is_none() && agent_2.exited().is_none());
+    // The node's token reaches its own Node, not the other's, nor every pod.
+    let as_node = format!("--token={node_token}");
+    kubectl.ok(&["get", "node", NODE, &as_node]);
+    for refused in [
+        vec!["get", "node", NODE_2, &as_node],
+        vec!["get", "pods", "-A", &as_node],
+        vec!["get", "secrets", "-A", &as_node],
+    ] {
+        let output = kubectl.run(&refused);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("Forbidden"),
+            "{refused:?}: {stderr}"
+        );
+    }
 
     // A Deployment of three replicas runs on the agents' nodes, with their addresses.
     let manifest = deployment(dir.path());

@@ -1689,9 +1689,6 @@ fn priority_class_cells(class: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
-/// A custom resource's row: its name, and its age (`null`, printed `<none>`, without a
-/// creation timestamp, as the custom resource printer leaves a cell its JSONPath does not find).
-
 /// Kubernetes' `convertToHumanReadableDateType`: the creation time in RFC 3339, UTC, to the
 /// second, or `<unknown>`.
 fn created_at(object: &Value) -> Value {
@@ -1740,6 +1737,8 @@ fn role_binding_cells(binding: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+/// A custom resource's row: its name, and its age (`null`, printed `<none>`, without a
+/// creation timestamp, as the custom resource printer leaves a cell its JSONPath does not find).
 fn default_cells(object: &Value, now: Timestamp) -> Vec<Value> {
     let age = time(object, "/metadata/creationTimestamp").map_or(Value::Null, |created| {
         Value::from(since(Some(created), now))
