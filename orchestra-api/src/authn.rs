@@ -379,14 +379,14 @@ pub const NODES_GROUP: &str = "system:nodes";
 pub fn node_token(path: &Path, node: &str) -> Result<String, AuthnError> {
     let valid = !node.is_empty()
         && node.len() <= 253
-        && node
-            .split('.')
-            .all(|label| {
-                !label.is_empty()
-                    && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            });
+        && node.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
     if !valid {
         return Err(AuthnError::BadNodeName(node.to_owned()));
     }
@@ -423,12 +423,14 @@ pub fn node_token(path: &Path, node: &str) -> Result<String, AuthnError> {
 /// cannot be read or parsed keeps the last good set (the error goes to standard error).
 pub struct TokenFile {
     path: std::path::PathBuf,
-    state: std::sync::Mutex<(Option<(std::time::SystemTime, u64)>, Arc<StaticTokens>)>,
+    state: std::sync::Mutex<(Option<FileStamp>, Arc<StaticTokens>)>,
 }
 
 impl fmt::Debug for TokenFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenFile").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("TokenFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -450,7 +452,10 @@ impl TokenFile {
     /// The tokens as the file holds them now.
     fn current(&self) -> Arc<StaticTokens> {
         let stamp = file_stamp(&self.path);
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if stamp != state.0 {
             match StaticTokens::load(&self.path) {
                 Ok(tokens) => *state = (stamp, Arc::new(tokens)),
@@ -464,7 +469,10 @@ impl TokenFile {
     }
 }
 
-fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+/// A file's modification time and length.
+type FileStamp = (std::time::SystemTime, u64);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
     let metadata = std::fs::metadata(path).ok()?;
     Some((metadata.modified().ok()?, metadata.len()))
 }

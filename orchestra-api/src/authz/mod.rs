@@ -225,17 +225,16 @@ pub async fn authorize(
         {
             return with_identity(response, &caller, &user, Some(&info));
         }
-        if let Some(node_name) = node_name(&attributes) {
-            if let Err(error) = node::admit(&authz.client, node_name, &info, &bytes).await {
-                return with_identity(failure(&error), &caller, &user, Some(&info));
-            }
+        if let Some(node_name) = node_name(&attributes)
+            && let Err(error) = node::admit(&authz.client, node_name, &info, &bytes).await
+        {
+            return with_identity(failure(&error), &caller, &user, Some(&info));
         }
-        if escalation::applies(&info) {
-            if let Err(error) =
+        if escalation::applies(&info)
+            && let Err(error) =
                 escalation::check(&authz, &user, &info, &parts.headers, &bytes).await
-            {
-                return with_identity(failure(&error), &caller, &user, Some(&info));
-            }
+        {
+            return with_identity(failure(&error), &caller, &user, Some(&info));
         }
         request = Request::from_parts(parts, Body::from(bytes));
     }

@@ -91,14 +91,14 @@ impl RequestInfo {
             parts.remove(0);
             info.verb = "watch".to_owned();
         }
-        if parts.first() == Some(&"namespaces") {
-            if let Some(namespace) = parts.get(1) {
-                info.namespace = Some((*namespace).to_owned());
-                // /namespaces/<ns>/<resource>...: the rest is in the namespace; otherwise the
-                // request is on the namespace object itself.
-                if parts.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&parts[2]) {
-                    parts.drain(..2);
-                }
+        if parts.first() == Some(&"namespaces")
+            && let Some(namespace) = parts.get(1)
+        {
+            info.namespace = Some((*namespace).to_owned());
+            // /namespaces/<ns>/<resource>...: the rest is in the namespace; otherwise the
+            // request is on the namespace object itself.
+            if parts.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&parts[2]) {
+                parts.drain(..2);
             }
         }
         info.resource = parts.first().map(|p| (*p).to_owned()).unwrap_or_default();
@@ -117,12 +117,12 @@ impl RequestInfo {
         if info.name.is_none() && info.verb == "delete" {
             info.verb = "deletecollection".to_owned();
         }
-        if info.verb == "list" || info.verb == "watch" {
-            if let Some(selector) = query.get("fieldSelector") {
-                info.field_selector = Some(selector.to_owned());
-                if info.name.is_none() {
-                    info.name = single_value(selector, "metadata.name");
-                }
+        if (info.verb == "list" || info.verb == "watch")
+            && let Some(selector) = query.get("fieldSelector")
+        {
+            info.field_selector = Some(selector.to_owned());
+            if info.name.is_none() {
+                info.name = single_value(selector, "metadata.name");
             }
         }
         info
