@@ -210,8 +210,8 @@ pub fn decode_request_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, St
     let media = media.split(';').next().unwrap_or_default().trim();
     match media {
         "application/yaml" | "application/apply-patch+yaml" => {
-            let text =
-                std::str::from_utf8(body).map_err(|_| bad_request("the request body is not UTF-8"))?;
+            let text = std::str::from_utf8(body)
+                .map_err(|_| bad_request("the request body is not UTF-8"))?;
             let mut documents = manifest::parse_all(text).map_err(|error| {
                 bad_request(format!("the request body is not valid YAML: {error}"))
             })?;
@@ -225,9 +225,8 @@ pub fn decode_request_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, St
         }
         crate::protobuf::PROTOBUF => crate::protobuf::decode(body)
             .map_err(|error| bad_request(format!("the protobuf body cannot be read: {error}"))),
-        _ => serde_json::from_slice(body).map_err(|error| {
-            bad_request(format!("the request body is not valid JSON: {error}"))
-        }),
+        _ => serde_json::from_slice(body)
+            .map_err(|error| bad_request(format!("the request body is not valid JSON: {error}"))),
     }
 }
 
@@ -465,10 +464,14 @@ impl Handler<'_> {
             object.remove("status");
         }
         let request: k8s_openapi::api::authentication::v1::TokenRequest =
-            serde_json::from_value(request)
-                .map_err(|error| bad_request(format!("the TokenRequest cannot be read: {error}")))?;
+            serde_json::from_value(request).map_err(|error| {
+                bad_request(format!("the TokenRequest cannot be read: {error}"))
+            })?;
         let namespace = self.namespace().unwrap_or_default();
-        let answer = self.client().create_token(namespace, name, &request).await?;
+        let answer = self
+            .client()
+            .create_token(namespace, name, &request)
+            .await?;
         Ok(crate::response::json(StatusCode::CREATED, &answer))
     }
 

@@ -209,8 +209,8 @@ impl ControlPlane {
         // The in-process client signs the tokens of `serviceaccounts/token`.
         client.set_token_issuer(issuer.clone());
         let token_file = pki.join("tokens.csv");
-        let (_, admin_token) = StaticTokens::generate_admin(&token_file)
-            .context("cannot set up the admin token")?;
+        let (_, admin_token) =
+            StaticTokens::generate_admin(&token_file).context("cannot set up the admin token")?;
         // Read again when `orchestra node-token` adds a node's token.
         let tokens = TokenFile::open(&token_file).context("cannot read the token file")?;
         let authenticator = Chain::new().with(tokens).with(ServiceAccountTokens::new(

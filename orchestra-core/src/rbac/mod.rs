@@ -918,7 +918,13 @@ fn component_roles() -> Vec<ClusterRole> {
                 resource_rule(
                     READ,
                     "",
-                    &["pods", "nodes", "namespaces", "services", "replicationcontrollers"],
+                    &[
+                        "pods",
+                        "nodes",
+                        "namespaces",
+                        "services",
+                        "replicationcontrollers",
+                    ],
                 ),
                 resource_rule(READ, APPS, &["replicasets", "deployments"]),
                 resource_rule(READ, "scheduling.k8s.io", &["priorityclasses"]),
@@ -978,7 +984,11 @@ fn component_roles() -> Vec<ClusterRole> {
             &[],
             vec![
                 resource_rule(READ, "", &["nodes", "pods", "services", "endpoints"]),
-                resource_rule(&["create", "update", "patch", "delete"], "", &["nodes", "nodes/status"]),
+                resource_rule(
+                    &["create", "update", "patch", "delete"],
+                    "",
+                    &["nodes", "nodes/status"],
+                ),
                 resource_rule(&["update", "patch", "delete"], "", &["pods", "pods/status"]),
                 resource_rule(&["create"], "", &["pods/eviction", "serviceaccounts/token"]),
                 resource_rule(&["get"], "", &["secrets", "configmaps", "serviceaccounts"]),
