@@ -44,11 +44,17 @@ fn controllers_are_chosen_as_kube_controller_manager_chooses_them() {
         defaults.enabled(),
         ControllerName::ALL
             .into_iter()
-            .filter(|name| *name != ControllerName::ServiceAccountToken)
+            .filter(|name| !matches!(
+                name,
+                ControllerName::ServiceAccountToken | ControllerName::RootCaPublisher
+            ))
             .collect::<Vec<_>>(),
-        "every controller but the token controller, which needs a key"
+        "every controller but the token controller, which needs a key, and the root CA \
+         publisher, which needs the CA"
     );
-    let with_key = ControllerManager::new(client.clone()).token_issuer(issuer());
+    let with_key = ControllerManager::new(client.clone())
+        .token_issuer(issuer())
+        .root_ca(b"PEM".to_vec());
     assert_eq!(with_key.enabled(), ControllerName::ALL.to_vec());
 
     let some = ControllerManager::new(client.clone())

@@ -55,12 +55,14 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
+use super::cluster_role_aggregation::ClusterRoleAggregationController;
 use super::deployment::DeploymentController;
 use super::endpoints::EndpointsController;
 use super::garbage_collector::GarbageCollector;
 use super::namespace::NamespaceController;
 use super::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use super::replica_set::ReplicaSetController;
+use super::root_ca_publisher::RootCaPublisher;
 use super::service_account::ServiceAccountController;
 use super::token::{TokenController, TokenIssuer};
 use crate::api::Client;
@@ -88,11 +90,15 @@ pub enum ControllerName {
     GarbageCollector,
     /// `nodelifecycle`: [`NodeLifecycleController`] (lost nodes tainted, their pods evicted).
     NodeLifecycle,
+    /// `clusterrole-aggregation`: [`ClusterRoleAggregationController`].
+    ClusterRoleAggregation,
+    /// `root-ca-cert-publisher`: [`RootCaPublisher`] (runs only with a root CA).
+    RootCaPublisher,
 }
 
 impl ControllerName {
     /// Every controller, in the order the manager starts them.
-    pub const ALL: [ControllerName; 9] = [
+    pub const ALL: [ControllerName; 11] = [
         ControllerName::Namespace,
         ControllerName::GarbageCollector,
         ControllerName::ServiceAccount,
@@ -102,6 +108,8 @@ impl ControllerName {
         ControllerName::ReplicaSet,
         ControllerName::Deployment,
         ControllerName::NodeLifecycle,
+        ControllerName::ClusterRoleAggregation,
+        ControllerName::RootCaPublisher,
     ];
 
     /// The name kube-controller-manager's `--controllers` flag uses.
@@ -116,6 +124,8 @@ impl ControllerName {
             ControllerName::Namespace => "namespace",
             ControllerName::GarbageCollector => "garbagecollector",
             ControllerName::NodeLifecycle => "nodelifecycle",
+            ControllerName::ClusterRoleAggregation => "clusterrole-aggregation",
+            ControllerName::RootCaPublisher => "root-ca-cert-publisher",
         }
     }
 }
@@ -173,13 +183,19 @@ pub struct ControllerManager {
 
 impl ControllerManager {
     /// A manager of every controller but the token controller (which runs once
-    /// [`ControllerManager::token_issuer`] gives it a key), on `client`.
+    /// [`ControllerManager::token_issuer`] gives it a key) and the root CA publisher (once
+    /// [`ControllerManager::root_ca`] gives it the CA), on `client`.
     pub fn new(client: Client) -> ControllerManager {
         ControllerManager {
             client,
             enabled: ControllerName::ALL
                 .into_iter()
-                .filter(|name| *name != ControllerName::ServiceAccountToken)
+                .filter(|name| {
+                    !matches!(
+                        name,
+                        ControllerName::ServiceAccountToken | ControllerName::RootCaPublisher
+                    )
+                })
                 .collect(),
             issuer: None,
             root_ca: None,
@@ -211,8 +227,10 @@ impl ControllerManager {
             }
         }
         if defaults {
-            enabled.extend(ControllerName::ALL.into_iter().filter(|name| {
-                *name != ControllerName::ServiceAccountToken || self.issuer.is_some()
+            enabled.extend(ControllerName::ALL.into_iter().filter(|name| match name {
+                ControllerName::ServiceAccountToken => self.issuer.is_some(),
+                ControllerName::RootCaPublisher => self.root_ca.is_some(),
+                _ => true,
             }));
         }
         self.enabled = enabled.difference(&disabled).copied().collect();
@@ -242,10 +260,12 @@ impl ControllerManager {
     }
 
     /// The cluster's CA certificate (PEM), which the token controller puts in token secrets as
-    /// `ca.crt` (Kubernetes' `--root-ca-file`).
+    /// `ca.crt` (Kubernetes' `--root-ca-file`) and the root CA publisher in every namespace;
+    /// enables the publisher.
     #[must_use]
     pub fn root_ca(mut self, pem: Vec<u8>) -> ControllerManager {
         self.root_ca = Some(pem);
+        self.enabled.insert(ControllerName::RootCaPublisher);
         self
     }
 
@@ -367,6 +387,15 @@ impl ControllerManager {
                         NodeLifecycleController::with_config(client.clone(), self.node_lifecycle)
                             .run(stop)
                             .boxed()
+                    }
+                    ControllerName::ClusterRoleAggregation => {
+                        ClusterRoleAggregationController::new(client.clone())
+                            .run(stop)
+                            .boxed()
+                    }
+                    ControllerName::RootCaPublisher => {
+                        let pem = String::from_utf8_lossy(self.root_ca.as_deref()?).into_owned();
+                        RootCaPublisher::new(client.clone(), pem).run(stop).boxed()
                     }
                 };
                 Some(future)

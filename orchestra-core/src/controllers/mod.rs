@@ -19,6 +19,7 @@
 //! flag chooses them. [`pods`] holds what several of them know about pods (readiness,
 //! availability, controller references, which pod to delete first).
 
+pub mod cluster_role_aggregation;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
@@ -28,5 +29,6 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod pods;
 pub mod replica_set;
+pub mod root_ca_publisher;
 pub mod service_account;
 pub mod token;

@@ -706,6 +706,24 @@ impl Authorizer {
 }
 
 /// The rules of every ClusterRole by name, aggregation evaluated to its fixed point.
+/// The rules every aggregated ClusterRole among `cluster_roles` has once aggregation has
+/// converged, by name (what the ClusterRole aggregation controller writes into them); roles
+/// without an `aggregationRule` are not in the map.
+pub fn aggregated_rules<'a>(
+    cluster_roles: impl IntoIterator<Item = &'a ClusterRole>,
+) -> BTreeMap<String, Vec<PolicyRule>> {
+    let roles: Vec<&ClusterRole> = cluster_roles.into_iter().collect();
+    let mut all = aggregate(roles.iter().copied());
+    roles
+        .iter()
+        .filter(|role| role.aggregation_rule.is_some())
+        .filter_map(|role| {
+            let name = name_of(&role.metadata);
+            all.remove(name).map(|rules| (name.to_owned(), rules))
+        })
+        .collect()
+}
+
 fn aggregate<'a>(
     cluster_roles: impl IntoIterator<Item = &'a ClusterRole>,
 ) -> HashMap<String, Vec<PolicyRule>> {
