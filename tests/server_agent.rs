@@ -359,6 +359,28 @@ fn server_and_agents_run_a_deployment() {
         );
     }
 
+    // The node's log endpoint itself serves only callers the API server allows `nodes/proxy`:
+    // not an anonymous one, nor a node's own token.
+    let port = kubectl.ok(&[
+        "get",
+        "node",
+        NODE,
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    let pod = pods
+        .iter()
+        .find(|pod| pod[1] == NODE)
+        .expect("a pod on the first node");
+    let path = format!("/containerLogs/default/{}/hello", pod[0]);
+    for (token, expected) in [(None, "401"), (Some(node_token.as_str()), "403")] {
+        let status = http_get_status(&format!("127.0.0.1:{}", port.trim()), &path, token);
+        assert_eq!(
+            status, expected,
+            "the node's log endpoint with token {token:?}"
+        );
+    }
+
     // Scaled to one, two pods go.
     kubectl.ok(&["scale", "deployment/hello", "--replicas=1"]);
     let left = kubectl.until_pods("1 pod left", |pods| pods.len() == 1);
@@ -379,4 +401,25 @@ fn server_and_agents_run_a_deployment() {
     agent.stop();
     agent_2.stop();
     server.stop();
+}
+
+/// The status code of a plain HTTP GET (the agents' log endpoints speak HTTP/1.1).
+fn http_get_status(address: &str, path: &str, token: Option<&str>) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let auth = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
 }

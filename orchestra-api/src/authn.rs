@@ -390,6 +390,22 @@ pub fn node_token(path: &Path, node: &str) -> Result<String, AuthnError> {
     if !valid {
         return Err(AuthnError::BadNodeName(node.to_owned()));
     }
+    let user = node_user(node);
+    ensure_token(path, &user, &user, &[NODES_GROUP])
+}
+
+/// The token of `user` in the token file at `path`: the one already there, or a new random one
+/// appended to the file (created with mode `0600` if missing) with this uid and these groups.
+///
+/// # Errors
+///
+/// [`AuthnError::Io`] if the file cannot be read or written; [`AuthnError::Random`].
+pub fn ensure_token(
+    path: &Path,
+    user: &str,
+    uid: &str,
+    groups: &[&str],
+) -> Result<String, AuthnError> {
     let io = |source| AuthnError::Io {
         path: path.to_owned(),
         source,
@@ -399,7 +415,6 @@ pub fn node_token(path: &Path, node: &str) -> Result<String, AuthnError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io(e)),
     };
-    let user = node_user(node);
     let existing = text
         .lines()
         .filter_map(|line| split_csv_line(line.strip_suffix('\r').unwrap_or(line)).ok())
@@ -413,7 +428,16 @@ pub fn node_token(path: &Path, node: &str) -> Result<String, AuthnError> {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&format!("{token},{user},{user},\"{NODES_GROUP}\"\n"));
+    let quote = |field: &str| format!("\"{}\"", field.replace('"', "\"\""));
+    text.push_str(&format!(
+        "{token},{},{},{}\n",
+        quote(user),
+        quote(uid),
+        quote(&groups.join(","))
+    ));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
     crate::tls::write_private(path, text.as_bytes(), 0o600).map_err(io)?;
     Ok(token)
 }

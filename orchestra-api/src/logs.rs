@@ -280,14 +280,12 @@ fn log_query(request: &LogRequest) -> String {
 
 /// Pod logs fetched from the node that runs the pod, as Kubernetes' API server asks the kubelet:
 /// `GET http://<InternalIP>:<kubeletEndpoint port>/containerLogs/<ns>/<pod>/<container>` on the
-/// node's [`node_log_router`].
-///
-/// The request carries no credentials: the node's endpoint serves whoever reaches it, so it must
-/// listen only on an address that the control plane alone reaches (authorising the API server to
-/// nodes, as Kubernetes does with client certificates, comes with authorisation).
+/// node's [`node_log_router`], with the server's own token ([`NodeLogs::with_token`]), which the
+/// node checks ([`NodeAccess`]).
 #[derive(Clone, Debug)]
 pub struct NodeLogs {
     client: orchestra_core::api::Client,
+    token: Option<String>,
     http: hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
         http_body_util::Empty<Bytes>,
@@ -295,12 +293,21 @@ pub struct NodeLogs {
 }
 
 impl NodeLogs {
+    /// Authenticates to the nodes with this bearer token (the control plane's own identity,
+    /// [`KUBELET_CLIENT_USER`], which the default policy allows `nodes/proxy`).
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> NodeLogs {
+        self.token = Some(token.into());
+        self
+    }
+
     /// Logs from the nodes `client` knows.
     pub fn new(client: orchestra_core::api::Client) -> NodeLogs {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_nodelay(true);
         NodeLogs {
             client,
+            token: None,
             http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(connector),
         }
@@ -355,7 +362,12 @@ impl PodLogs for NodeLogs {
             container,
         );
         let uri = format!("http://{host}:{port}{path}?{}", log_query(request));
-        let http_request = http::Request::get(&uri)
+        let mut http_request = http::Request::get(&uri);
+        if let Some(token) = &self.token {
+            http_request =
+                http_request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let http_request = http_request
             .body(http_body_util::Empty::new())
             .map_err(|error| StatusError::internal(error.to_string()))?;
         let response = self.http.request(http_request).await.map_err(|error| {
@@ -394,24 +406,147 @@ impl PodLogs for NodeLogs {
     }
 }
 
+/// The user the control plane reads nodes' logs as (Kubernetes' `kube-apiserver-kubelet-client`),
+/// bound by the default policy to `system:kubelet-api-admin`.
+pub const KUBELET_CLIENT_USER: &str = orchestra_core::rbac::KUBELET_CLIENT_USER;
+
+/// How long a node remembers what the API server said of a caller's token.
+const ACCESS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Who may read a node's logs, decided as kubelet's webhook authentication and authorization
+/// do: the caller's bearer token is sent back to the API server in a `SelfSubjectAccessReview`
+/// asking for `get` on `nodes/proxy` of this node; the answer (allowed, refused, or the token
+/// rejected) is cached for a minute by the token's digest.
+#[derive(Clone)]
+pub struct NodeAccess {
+    transport: crate::remote::HttpTransport,
+    node: String,
+    cache: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], (std::time::Instant, u16)>>>,
+}
+
+impl std::fmt::Debug for NodeAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeAccess")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeAccess {
+    /// Callers checked with the API server `transport` reaches, for node `node`.
+    pub fn new(transport: crate::remote::HttpTransport, node: impl Into<String>) -> NodeAccess {
+        NodeAccess {
+            transport,
+            node: node.into(),
+            cache: Arc::default(),
+        }
+    }
+
+    /// `Ok` when the request's token may read this node's logs; otherwise the `401` or `403` to
+    /// answer.
+    async fn check(&self, headers: &http::HeaderMap) -> Result<(), StatusError> {
+        use sha2::Digest as _;
+        let unauthorized = || StatusError::new(StatusReason::Unauthorized, "Unauthorized");
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or_else(unauthorized)?;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&digest)
+            .filter(|(at, _)| at.elapsed() < ACCESS_CACHE_TTL)
+            .map(|(_, code)| *code);
+        let code = match cached {
+            Some(code) => code,
+            None => {
+                let code = self.ask(token).await?;
+                self.cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(digest, (std::time::Instant::now(), code));
+                code
+            }
+        };
+        match code {
+            200 => Ok(()),
+            401 => Err(unauthorized()),
+            _ => Err(StatusError::new(
+                StatusReason::Forbidden,
+                format!(
+                    "nodes \"{}\" is forbidden: the caller cannot get resource \"nodes/proxy\" in API group \"\" at the cluster scope",
+                    self.node
+                ),
+            )),
+        }
+    }
+
+    /// What the API server says of `token`: 200 allowed, 403 refused, 401 not a good token.
+    async fn ask(&self, token: &str) -> Result<u16, StatusError> {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+        };
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some("get".to_owned()),
+                    resource: Some("nodes".to_owned()),
+                    subresource: Some("proxy".to_owned()),
+                    name: Some(self.node.clone()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        match self.transport.self_access_review_as(token, &review).await {
+            Ok(answer) => Ok(if answer.status.is_some_and(|s| s.allowed) {
+                200
+            } else {
+                403
+            }),
+            Err(error) if error.code == 401 => Ok(401),
+            // A token that may not even ask is a token that may not read.
+            Err(error) if error.code == 403 => Ok(403),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 /// The routes a node agent serves its pods' logs on (kubelet's `/containerLogs/...`), for a
-/// control plane's [`NodeLogs`]: the pod is read through `client` and its log from `logs`.
+/// control plane's [`NodeLogs`]: the pod is read through `client` and its log from `logs`; with
+/// `access`, only callers the API server allows `nodes/proxy` on the node are served (`401` or
+/// `403` `Status` otherwise).
 pub fn node_log_router(
     client: orchestra_core::api::Client,
     logs: Arc<dyn PodLogs>,
+    access: Option<NodeAccess>,
 ) -> axum::Router {
     use axum::extract::{Path, RawQuery, State};
     use axum::response::IntoResponse as _;
     use orchestra_core::api::Api;
 
-    type NodeState = (orchestra_core::api::Client, Arc<dyn PodLogs>);
+    type NodeState = (
+        orchestra_core::api::Client,
+        Arc<dyn PodLogs>,
+        Option<NodeAccess>,
+    );
 
     async fn serve(
-        State((client, logs)): State<NodeState>,
+        State((client, logs, access)): State<NodeState>,
         Path((namespace, pod, container)): Path<(String, String, String)>,
         RawQuery(query): RawQuery,
+        headers: http::HeaderMap,
     ) -> axum::response::Response {
         let outcome = async {
+            if let Some(access) = &access {
+                access.check(&headers).await?;
+            }
             let query = Query::parse(query.as_deref());
             let request = LogRequest::from_query(&query, client.clock().now())?;
             let pod = Api::<Pod>::namespaced(client.clone(), &namespace)
@@ -439,5 +574,5 @@ pub fn node_log_router(
             "/containerLogs/{namespace}/{pod}/{container}",
             axum::routing::get(serve),
         )
-        .with_state((client, logs))
+        .with_state((client, logs, access))
 }

@@ -259,6 +259,11 @@ impl HttpTransport {
         body: Bytes,
     ) -> Result<Bytes, StatusError> {
         let request = self.request(method, path_and_query, content_type, body)?;
+        self.send(request).await
+    }
+
+    /// Sends a request and reads the whole answer, or the `Status` error it holds.
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Bytes, StatusError> {
         let exchange = async {
             let response =
                 self.http.request(request).await.map_err(|error| {
@@ -287,6 +292,32 @@ impl HttpTransport {
             return Err(status_error(status, &body));
         }
         Ok(body)
+    }
+
+    /// Asks the server whether the holder of `token` may do what `review` describes (a
+    /// `SelfSubjectAccessReview` sent with that token instead of the transport's own): how a
+    /// node agent checks the callers of its endpoints, as kubelet's webhook authorizer does.
+    ///
+    /// # Errors
+    ///
+    /// The server's answer: `401` for a token it does not accept, or any failure to reach it.
+    pub async fn self_access_review_as(
+        &self,
+        token: &str,
+        review: &k8s_openapi::api::authorization::v1::SelfSubjectAccessReview,
+    ) -> Result<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview, StatusError> {
+        let body = serde_json::to_vec(review)
+            .map_err(|error| StatusError::internal(format!("cannot encode the body: {error}")))?;
+        let mut request = self.request(
+            Method::POST,
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            "application/json",
+            Bytes::from(body),
+        )?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| StatusError::new(StatusReason::Unauthorized, "Unauthorized"))?;
+        request.headers_mut().insert(AUTHORIZATION, bearer);
+        decode(self.send(request).await?)
     }
 
     async fn call_json(

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::sync::Arc;
 
-use orchestra_api::logs::{RuntimeLogs, node_log_router};
+use orchestra_api::logs::{NodeAccess, RuntimeLogs, node_log_router};
 use orchestra_api::remote::RemoteConfig;
 use orchestra_api::tls::serve_plain;
 
@@ -102,7 +102,16 @@ async fn agent(args: &AgentArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} for logs", args.log_listen))?;
     let log_port = listener.local_addr()?.port();
-    let router = node_log_router(client.clone(), Arc::new(RuntimeLogs::new(runtime.clone())));
+    // Callers of the log endpoint are checked with the API server (kubelet's webhook mode).
+    let access = NodeAccess::new(
+        remote.transport().context("cannot set up the API client")?,
+        &node_name,
+    );
+    let router = node_log_router(
+        client.clone(),
+        Arc::new(RuntimeLogs::new(runtime.clone())),
+        Some(access),
+    );
     let logs_task = tokio::spawn({
         let stop = shutdown.wait();
         async move {

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use orchestra_api::ApiServer;
 use orchestra_api::audit::AuditLog;
-use orchestra_api::authn::{Authentication, Chain, ServiceAccountTokens, StaticTokens, TokenFile};
+use orchestra_api::authn::{
+    Authentication, Chain, ServiceAccountTokens, StaticTokens, TokenFile, ensure_token,
+};
 use orchestra_api::authz::Authorization;
 use orchestra_api::authz::bootstrap::ensure_bootstrap_policy;
 use orchestra_api::kubeconfig::Kubeconfig;
-use orchestra_api::logs::{NodeLogs, RuntimeLogs};
+use orchestra_api::logs::{KUBELET_CLIENT_USER, NodeLogs, RuntimeLogs};
 use orchestra_api::tls::{ServingCerts, serve_tls};
 use orchestra_core::api::{Api, Client};
 use orchestra_core::controllers::manager::ControllerManager;
@@ -235,7 +237,13 @@ impl ControlPlane {
             .audit(audit);
         builder = match &config.logs {
             Some(runtime) => builder.logs(Arc::new(RuntimeLogs::new(runtime.clone()))),
-            None => builder.logs(Arc::new(NodeLogs::new(client.clone()))),
+            None => {
+                // The identity the server reads nodes' logs as.
+                let token =
+                    ensure_token(&token_file, KUBELET_CLIENT_USER, KUBELET_CLIENT_USER, &[])
+                        .context("cannot set up the server's token for nodes")?;
+                builder.logs(Arc::new(NodeLogs::new(client.clone()).with_token(token)))
+            }
         };
         let server = builder.build();
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -911,6 +911,10 @@ fn user_binding(role: &str) -> ClusterRoleBinding {
     binding
 }
 
+/// The user the control plane reaches node agents as (for pods' logs), bound to
+/// `system:kubelet-api-admin`.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
 /// The user name of the scheduler when it calls the API from its own process.
 pub const SCHEDULER_USER: &str = "system:kube-scheduler";
 /// The user name of the controller manager when it calls the API from its own process.
@@ -998,6 +1002,19 @@ fn component_roles() -> Vec<ClusterRole> {
             ],
         ),
         cluster_role(
+            "system:kubelet-api-admin",
+            &[],
+            vec![
+                resource_rule(READ, "", &["nodes"]),
+                resource_rule(&["proxy"], "", &["nodes"]),
+                resource_rule(
+                    &["*"],
+                    "",
+                    &["nodes/log", "nodes/metrics", "nodes/proxy", "nodes/stats"],
+                ),
+            ],
+        ),
+        cluster_role(
             "system:node",
             &[],
             vec![
@@ -1050,6 +1067,9 @@ fn component_roles() -> Vec<ClusterRole> {
 /// - `system:kube-controller-manager`, bound to the user [`CONTROLLER_MANAGER_USER`]: reads every
 ///   resource (the garbage collector's need) and writes what Orchestra's controllers write (one
 ///   identity for every controller: Kubernetes' per-controller service accounts are not made);
+/// - `system:kubelet-api-admin`, bound to the user [`KUBELET_CLIENT_USER`]: every verb on
+///   the nodes' own endpoints (`nodes/proxy`, `nodes/log`, ...), what the API server needs to read
+///   pods' logs from node agents;
 /// - `system:node`: what a node agent's requests need, not bound to anyone (as in Kubernetes,
 ///   node agents are authorized by the node authorizer, which also restricts them to their own
 ///   node's objects).
@@ -1210,7 +1230,16 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
         ),
     ];
     let roles = [roles, component_roles()].concat();
+    let mut kubelet_api_admin = user_binding("system:kubelet-api-admin");
+    if let Some(subject) = kubelet_api_admin
+        .subjects
+        .as_mut()
+        .and_then(|s| s.first_mut())
+    {
+        subject.name = KUBELET_CLIENT_USER.to_owned();
+    }
     let bindings = vec![
+        kubelet_api_admin,
         user_binding(SCHEDULER_USER),
         user_binding(CONTROLLER_MANAGER_USER),
         cluster_binding("cluster-admin", &[SYSTEM_MASTERS]),
