@@ -410,6 +410,9 @@ impl PodLogs for NodeLogs {
 /// bound by the default policy to `system:kubelet-api-admin`.
 pub const KUBELET_CLIENT_USER: &str = orchestra_core::rbac::KUBELET_CLIENT_USER;
 
+/// What the API server said of each token (by digest): when, and the answer's code.
+type AccessCache = std::collections::HashMap<[u8; 32], (std::time::Instant, u16)>;
+
 /// How long a node remembers what the API server said of a caller's token.
 const ACCESS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -421,7 +424,7 @@ const ACCESS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60)
 pub struct NodeAccess {
     transport: crate::remote::HttpTransport,
     node: String,
-    cache: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], (std::time::Instant, u16)>>>,
+    cache: Arc<std::sync::Mutex<AccessCache>>,
 }
 
 impl std::fmt::Debug for NodeAccess {
