@@ -6,7 +6,9 @@
 //! ```
 //!
 //! It starts an API server over HTTPS (certificates made in a temporary folder, a bearer token
-//! checked on every request) on the embedded store (durable: every write is synced to disk
+//! checked on every request, every request authorized by RBAC — the clients' group is bound to
+//! `cluster-admin` by a ClusterRoleBinding, not made a privileged group, so the RBAC rules are
+//! evaluated — and written to an audit log, as `orchestra server` runs) on the embedded store (durable: every write is synced to disk
 //! before it is acknowledged, as etcd does) or the in-memory store, and runs `--clients` clients,
 //! each its own connection, through the remote client (`orchestra_api::remote`), in its own
 //! namespace, each watching its namespace. Every client creates `--objects` ConfigMaps, reads
@@ -29,11 +31,15 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use futures_util::StreamExt;
 use orchestra::api::ApiServer;
+use orchestra::api::audit::AuditLog;
 use orchestra::api::authn::{Authentication, StaticTokens};
+use orchestra::api::authz::Authorization;
+use orchestra::api::authz::bootstrap::ensure_bootstrap_policy;
 use orchestra::api::remote::RemoteConfig;
 use orchestra::api::tls::{ServingCerts, serve_tls};
 use orchestra::core::api::{Api, Client, ListParams, PostParams, WatchEvent, WatchParams};
 use orchestra::core::k8s::api::core::v1::{ConfigMap, Namespace};
+use orchestra::core::k8s::api::rbac::v1::ClusterRoleBinding;
 use orchestra::core::store::MemoryStore;
 use orchestra::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use tokio::sync::Mutex;
@@ -84,9 +90,22 @@ fn config_map(name: &str) -> ConfigMap {
 async fn start_server(client: Client, dir: &std::path::Path) -> Result<(SocketAddr, String)> {
     let certs = ServingCerts::load_or_generate(dir, &[]).context("certificates")?;
     let tokens =
-        StaticTokens::parse(&format!("{TOKEN},bench,bench,system:masters\n")).context("tokens")?;
+        StaticTokens::parse(&format!("{TOKEN},bench,bench,benchers\n")).context("tokens")?;
+    ensure_bootstrap_policy(&client).await.context("the default policy")?;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "benchers"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "benchers"}]
+    }))?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let authorization = Authorization::new(client.clone());
+    authorization.rbac().wait_until_ready().await;
     let server = ApiServer::builder(client)
         .authentication(Authentication::new(Arc::new(tokens)))
+        .authorization(authorization)
+        .audit(AuditLog::open(&dir.join("audit.log")).context("the audit log")?)
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

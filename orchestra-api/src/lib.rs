@@ -23,7 +23,9 @@
 //!
 //! Around the server: HTTPS with a CA and serving certificate made on first start, and serving
 //! with graceful shutdown ([`tls`]); bearer-token authentication — a static token file and
-//! service-account tokens ([`authn`]); kubeconfigs ([`kubeconfig`]); and the other direction, the
+//! service-account tokens ([`authn`]); authorization — RBAC over the stored roles and bindings,
+//! the node authorizer, impersonation, escalation checks and the access reviews ([`authz`]); an
+//! audit log of every request ([`audit`]); kubeconfigs ([`kubeconfig`]); and the other direction, the
 //! remote client ([`remote`]) that gives controllers, schedulers and node agents in other
 //! processes the same `Api<K>` over HTTP, and the node side of `kubectl logs`
 //! ([`logs::node_log_router`]).
