@@ -682,3 +682,298 @@ async fn a_pods_token_works_for_exactly_its_bindings() {
         wrong.join("\n")
     );
 }
+
+/// A request with extra headers: its status and body.
+async fn call_with(
+    router: &Router,
+    token: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"));
+    if !headers.iter().any(|(name, _)| *name == "content-type") {
+        request = request.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = body.map(|b| Body::from(b.to_string())).unwrap_or_default();
+    let response = router
+        .clone()
+        .oneshot(request.body(body).expect("a request"))
+        .await
+        .expect("an answer");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonation_reviews_and_escalation_follow_the_bindings() {
+    let cluster = cluster().await;
+    populate(&cluster).await;
+    let router = &cluster.router;
+    let worker = "system:serviceaccount:a:worker";
+
+    // Impersonation needs the `impersonate` verb; with it, the request runs as the other user.
+    let (status, body) = call_with(
+        router,
+        "nobody-token",
+        Method::GET,
+        "/api/v1/namespaces/a/pods",
+        &[("impersonate-user", "admin")],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(r#"cannot impersonate resource "users""#),
+        "{body}"
+    );
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::GET,
+        "/api/v1/namespaces/a/pods",
+        &[("impersonate-group", "system:masters")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "groups without a user: {body}"
+    );
+    let (status, _) = call_with(
+        router,
+        "admin-token",
+        Method::GET,
+        "/api/v1/namespaces/a/pods",
+        &[("impersonate-user", worker)],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::GET,
+        "/api/v1/namespaces/b/pods",
+        &[("impersonate-user", worker)],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(worker),
+        "{body}"
+    );
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::POST,
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &[("impersonate-user", worker)],
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"]["userInfo"]["username"], worker);
+    let groups = body["status"]["userInfo"]["groups"].to_string();
+    assert!(
+        groups.contains("system:serviceaccounts:a") && groups.contains("system:authenticated"),
+        "{groups}"
+    );
+
+    // SubjectAccessReview (admin asks about the worker) and SelfSubjectRulesReview.
+    let review = |namespace: &str| {
+        json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": worker,
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:a", "system:authenticated"],
+                "resourceAttributes": {"namespace": namespace, "verb": "list", "resource": "pods"}
+            }
+        })
+    };
+    for (namespace, allowed) in [("a", true), ("b", false)] {
+        let (status, body) = call_with(
+            router,
+            "admin-token",
+            Method::POST,
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            &[],
+            Some(review(namespace)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["status"]["allowed"], allowed, "{namespace}: {body}");
+    }
+    let (status, _) = call_with(
+        router,
+        "nobody-token",
+        Method::POST,
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        &[],
+        Some(review("a")),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "reviews of others need a grant"
+    );
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::POST,
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        &[],
+        Some(json!({"spec": {"user": "x"}})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no attributes: {body}"
+    );
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::POST,
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        &[("impersonate-user", worker)],
+        Some(json!({"spec": {"namespace": "a"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let rules = body["status"]["resourceRules"].to_string();
+    assert!(
+        rules.contains("\"pods\"") && !rules.contains("\"secrets\""),
+        "{rules}"
+    );
+
+    // Escalation: jane administers `a`; she may bind `view` and write roles she holds, not
+    // bind `cluster-admin` nor write a role with more than she holds.
+    let jane = [("impersonate-user", "jane")];
+    let (status, body) = call_with(router, "admin-token", Method::POST, "/apis/rbac.authorization.k8s.io/v1/namespaces/a/rolebindings", &[], Some(json!({
+        "metadata": {"name": "jane-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "jane"}]
+    }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let jane_attributes = Attributes::resource(
+        "jane",
+        "create",
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+    )
+    .in_namespace("a");
+    for _ in 0..200 {
+        if cluster
+            .authz
+            .authorize_attributes(&jane_attributes, None)
+            .await
+            .is_allowed()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let binding = |name: &str, role: &str| {
+        json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "team"}]
+        })
+    };
+    let bindings = "/apis/rbac.authorization.k8s.io/v1/namespaces/a/rolebindings";
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::POST,
+        bindings,
+        &jane,
+        Some(binding("team-root", "cluster-admin")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not currently held"),
+        "{body}"
+    );
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::POST,
+        bindings,
+        &jane,
+        Some(binding("team-view", "view")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let roles = "/apis/rbac.authorization.k8s.io/v1/namespaces/a/roles";
+    let role = |name: &str, verbs: Value| {
+        json!({
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": verbs}]
+        })
+    };
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::POST,
+        roles,
+        &jane,
+        Some(role("secrets-all", json!(["*"]))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::POST,
+        roles,
+        &jane,
+        Some(role("secrets-read", json!(["get", "list"]))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A patch that would widen the role is refused too.
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::PATCH,
+        &format!("{roles}/secrets-read"),
+        &[
+            ("impersonate-user", "jane"),
+            ("content-type", "application/merge-patch+json"),
+        ],
+        Some(json!({"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
