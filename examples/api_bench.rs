@@ -91,7 +91,9 @@ async fn start_server(client: Client, dir: &std::path::Path) -> Result<(SocketAd
     let certs = ServingCerts::load_or_generate(dir, &[]).context("certificates")?;
     let tokens =
         StaticTokens::parse(&format!("{TOKEN},bench,bench,benchers\n")).context("tokens")?;
-    ensure_bootstrap_policy(&client).await.context("the default policy")?;
+    ensure_bootstrap_policy(&client)
+        .await
+        .context("the default policy")?;
     let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "benchers"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},

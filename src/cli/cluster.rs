@@ -10,12 +10,13 @@ use anyhow::{Context, Result, bail};
 use orchestra_api::ApiServer;
 use orchestra_api::audit::AuditLog;
 use orchestra_api::authn::{
-    Authentication, Chain, ServiceAccountTokens, StaticTokens, TokenFile, ensure_token,
+    Authentication, Chain, ServiceAccountTokens, StaticTokens, TokenFile, ensure_token, node_token,
 };
 use orchestra_api::authz::Authorization;
 use orchestra_api::authz::bootstrap::ensure_bootstrap_policy;
 use orchestra_api::kubeconfig::Kubeconfig;
 use orchestra_api::logs::{KUBELET_CLIENT_USER, NodeLogs, RuntimeLogs};
+use orchestra_api::remote::RemoteConfig;
 use orchestra_api::tls::{ServingCerts, serve_tls};
 use orchestra_core::api::{Api, Client};
 use orchestra_core::controllers::manager::ControllerManager;
@@ -25,6 +26,7 @@ use orchestra_core::node_agent::agent::{NodeAgent, NodeAgentConfig};
 use orchestra_core::node_agent::heartbeat::NodeConfig;
 use orchestra_core::node_agent::host::NodeResources;
 use orchestra_core::node_agent::service_account::ApiServerAddress;
+use orchestra_core::rbac::{CONTROLLER_MANAGER_USER, SCHEDULER_USER};
 use orchestra_core::scheduler::Scheduler;
 use orchestra_net::loopback::LoopbackNetwork;
 use orchestra_runtime::host::HostResources;
@@ -181,6 +183,8 @@ pub(crate) struct ControlPlane {
     pub(crate) server_url: String,
     /// The cluster CA (PEM), which the API server's certificate chains to.
     pub(crate) ca_pem: String,
+    /// The token file (read again by the server when it changes).
+    token_file: PathBuf,
     tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
 }
 
@@ -274,7 +278,11 @@ impl ControlPlane {
             .write(&kubeconfig)
             .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
 
-        let manager = ControllerManager::new(client.clone())
+        // The controllers and the scheduler call the API server as their own users, so that
+        // the default policy's roles for them (least privilege) are what they work with.
+        let as_component =
+            |user: &str| component_client(&server_url, certs.ca_pem(), &token_file, user, &[]);
+        let manager = ControllerManager::new(as_component(CONTROLLER_MANAGER_USER)?)
             .token_issuer(issuer)
             .root_ca(certs.ca_pem().as_bytes().to_vec());
         let stop = shutdown.wait();
@@ -283,7 +291,7 @@ impl ControlPlane {
             tokio::spawn(async move { manager.run(stop).await.context("the controllers failed") }),
         ));
         let stop = shutdown.wait();
-        let scheduler = Scheduler::new(client.clone());
+        let scheduler = Scheduler::new(as_component(SCHEDULER_USER)?);
         tasks.push((
             "scheduler",
             tokio::spawn(async move { scheduler.run(stop).await.context("the scheduler failed") }),
@@ -293,14 +301,47 @@ impl ControlPlane {
             kubeconfig,
             server_url,
             ca_pem: certs.ca_pem().to_owned(),
+            token_file,
             tasks,
         })
+    }
+
+    /// A client of this control plane's API server as the agent of node `node`
+    /// (`system:node:<node>`, which the node authorizer restricts to the node's own objects).
+    pub(crate) fn node_client(&self, node: &str) -> Result<Client> {
+        let token = node_token(&self.token_file, node)
+            .with_context(|| format!("cannot make the token of node {node}"))?;
+        remote_client(&self.server_url, &self.ca_pem, token)
     }
 
     /// Waits for every part to stop (after shutdown is raised), reporting failures.
     pub(crate) async fn join(self) -> Result<()> {
         join_all(self.tasks).await
     }
+}
+
+/// A client of the API server at `server_url` as `user` (in `groups`), whose token is made in the
+/// token file on first use.
+fn component_client(
+    server_url: &str,
+    ca_pem: &str,
+    token_file: &Path,
+    user: &str,
+    groups: &[&str],
+) -> Result<Client> {
+    let token = ensure_token(token_file, user, user, groups)
+        .with_context(|| format!("cannot make the token of {user}"))?;
+    remote_client(server_url, ca_pem, token)
+}
+
+fn remote_client(server_url: &str, ca_pem: &str, token: String) -> Result<Client> {
+    RemoteConfig {
+        server: server_url.to_owned(),
+        ca_pem: Some(ca_pem.to_owned()),
+        token: Some(token),
+    }
+    .client()
+    .context("cannot set up an API client")
 }
 
 /// Waits for tasks, reporting each failure; the first is returned.

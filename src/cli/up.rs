@@ -68,8 +68,10 @@ async fn up(args: &UpArgs) -> Result<()> {
     )
     .await?;
     let node_name = args.node_name.clone().unwrap_or_else(host_name);
+    // The node agent, too, calls the API server as its node.
+    let agent_client = plane.node_client(&node_name)?;
     let agent = start_agent(
-        client.clone(),
+        agent_client,
         &AgentConfig {
             node_name: node_name.clone(),
             data_dir: data_dir.clone(),

@@ -963,6 +963,9 @@ fn component_roles() -> Vec<ClusterRole> {
             &[],
             vec![
                 resource_rule(READ, "*", &["*"]),
+                // The garbage collector's: owners' dependents of any kind are deleted (or
+                // orphaned by a patch of their owner references).
+                resource_rule(&["update", "patch", "delete"], "*", &["*"]),
                 resource_rule(
                     WRITE,
                     "",
@@ -1064,8 +1067,9 @@ fn component_roles() -> Vec<ClusterRole> {
 /// - `system:kube-scheduler`, bound to the user [`SCHEDULER_USER`]: reads what scheduling
 ///   reads, binds pods, writes their status, deletes (preempts) pods, records events and holds
 ///   its leader Lease;
-/// - `system:kube-controller-manager`, bound to the user [`CONTROLLER_MANAGER_USER`]: reads every
-///   resource (the garbage collector's need) and writes what Orchestra's controllers write (one
+/// - `system:kube-controller-manager`, bound to the user [`CONTROLLER_MANAGER_USER`]: reads,
+///   updates, patches and deletes every resource (the garbage collector's need, as Kubernetes'
+///   `system:controller:generic-garbage-collector`) and creates what Orchestra's controllers create (one
 ///   identity for every controller: Kubernetes' per-controller service accounts are not made);
 /// - `system:kubelet-api-admin`, bound to the user [`KUBELET_CLIENT_USER`]: every verb on
 ///   the nodes' own endpoints (`nodes/proxy`, `nodes/log`, ...), what the API server needs to read
