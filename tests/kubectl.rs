@@ -448,6 +448,58 @@ fn kubectl_auth_follows_rbac() {
     let gone = up.fails(&["get", "pods", &token]);
     assert!(gone.contains("Unauthorized"), "{gone}");
 
+    // A pod calls the API with the token the agent projected into it (the process runtime
+    // says where with ORCHESTRA_SERVICE_ACCOUNT_DIR), trusting the CA beside it: it may list
+    // pods, as its account's bindings say, and not secrets.
+    let kubectl_path = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v kubectl"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let script = format!(
+        "D=$ORCHESTRA_SERVICE_ACCOUNT_DIR; echo namespace=$(cat $D/namespace); \
+         K=\"{} --server=https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT \
+         --certificate-authority=$D/ca.crt --token=$(cat $D/token)\"; \
+         $K get pods -o name; $K get secrets 2>&1; $K auth whoami 2>&1",
+        kubectl_path.trim()
+    );
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "caller"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "host", "command": ["/bin/sh", "-c", script]}]
+        }
+    });
+    let manifest = dir.path().join("caller.json");
+    std::fs::write(&manifest, pod.to_string()).unwrap();
+    up.ok(&["create", "-f", &manifest.to_string_lossy()]);
+    let logs = up.until(&["logs", "caller"], |out| out.contains("Username"));
+    assert!(logs.contains("namespace=default"), "{logs}");
+    assert!(logs.contains("pod/caller"), "{logs}");
+    assert!(
+        logs.contains(
+            r#"User "system:serviceaccount:default:default" cannot list resource "secrets""#
+        ),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("system:serviceaccount:default:default"),
+        "{logs}"
+    );
+    let mounted = up.ok(&[
+        "get",
+        "pod",
+        "caller",
+        "-o",
+        "jsonpath={.spec.volumes[0].name}",
+    ]);
+    assert!(mounted.starts_with("kube-api-access-"), "{mounted}");
+
     // Escalation: an admin of the namespace may bind what it holds, not cluster-admin.
     up.ok(&[
         "create",
