@@ -2,21 +2,24 @@
 //! is about (p99 of mutating calls ≤ 1 s; the aim here is ≤ 10 ms).
 //!
 //! ```text
-//! cargo run --release --example api_bench [-- --clients 64 --objects 100 --store embedded|memory]
+//! cargo run --release --example api_bench [-- --clients 64 --objects 100 --store embedded|memory
+//!                                            --security authn|rbac|both]
 //! ```
 //!
 //! It starts an API server over HTTPS (certificates made in a temporary folder, a bearer token
-//! checked on every request, every request authorized by RBAC — the clients' group is bound to
-//! `cluster-admin` by a ClusterRoleBinding, not made a privileged group, so the RBAC rules are
-//! evaluated — and written to an audit log, as `orchestra server` runs) on the embedded store (durable: every write is synced to disk
+//! checked on every request; with `--security rbac` also every request authorized by RBAC — the
+//! clients' group is bound to `cluster-admin` by a ClusterRoleBinding, not made a privileged
+//! group, so the RBAC rules are evaluated — and written to an audit log, as `orchestra server`
+//! runs; by default both, one after the other, so that the cost of authorization is measured
+//! side by side) on the embedded store (durable: every write is synced to disk
 //! before it is acknowledged, as etcd does) or the in-memory store, and runs `--clients` clients,
 //! each its own connection, through the remote client (`orchestra_api::remote`), in its own
 //! namespace, each watching its namespace. Every client creates `--objects` ConfigMaps, reads
 //! each back, and lists its namespace after each create. Figures, one line each:
 //!
 //! ```text
-//! RESULT api_<call>_p50 <ms> ms clients=<n> store=<store>
-//! RESULT api_<call>_p99 <ms> ms clients=<n> store=<store>
+//! RESULT api_<call>_p50 <ms> ms clients=<n> store=<store> security=<authn|rbac+audit>
+//! RESULT api_<call>_p99 <ms> ms clients=<n> store=<store> security=<authn|rbac+audit>
 //! ```
 //!
 //! for `create`, `get`, `list` (of the client's namespace, 1 to `--objects` objects) and
@@ -59,6 +62,29 @@ struct Args {
     /// The store: `embedded` (durable) or `memory`.
     #[arg(long, default_value = "embedded")]
     store: String,
+    /// What guards the server: `authn` (a token of `system:masters` checked, nothing else),
+    /// `rbac` (a token whose group is bound to `cluster-admin` by RBAC, and the audit log), or
+    /// `both`: one run after the other, side by side.
+    #[arg(long, default_value = "both")]
+    security: String,
+}
+
+/// How a run's server is guarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Security {
+    /// Authentication only (the caller is in `system:masters`).
+    Authn,
+    /// Authentication, RBAC authorization and the audit log.
+    Rbac,
+}
+
+impl Security {
+    fn name(self) -> &'static str {
+        match self {
+            Security::Authn => "authn",
+            Security::Rbac => "rbac+audit",
+        }
+    }
 }
 
 const TOKEN: &str = "api-bench-token";
@@ -87,8 +113,20 @@ fn config_map(name: &str) -> ConfigMap {
     object
 }
 
-async fn start_server(client: Client, dir: &std::path::Path) -> Result<(SocketAddr, String)> {
+async fn start_server(
+    client: Client,
+    dir: &std::path::Path,
+    security: Security,
+) -> Result<(SocketAddr, String)> {
     let certs = ServingCerts::load_or_generate(dir, &[]).context("certificates")?;
+    if security == Security::Authn {
+        let tokens = StaticTokens::parse(&format!("{TOKEN},bench,bench,system:masters\n"))
+            .context("tokens")?;
+        let server = ApiServer::builder(client)
+            .authentication(Authentication::new(Arc::new(tokens)))
+            .build();
+        return serve(server, &certs).await;
+    }
     let tokens =
         StaticTokens::parse(&format!("{TOKEN},bench,bench,benchers\n")).context("tokens")?;
     ensure_bootstrap_policy(&client)
@@ -109,6 +147,10 @@ async fn start_server(client: Client, dir: &std::path::Path) -> Result<(SocketAd
         .authorization(authorization)
         .audit(AuditLog::open(&dir.join("audit.log")).context("the audit log")?)
         .build();
+    serve(server, &certs).await
+}
+
+async fn serve(server: ApiServer, certs: &ServingCerts) -> Result<(SocketAddr, String)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let tls = certs.server_config().context("TLS")?;
@@ -190,6 +232,20 @@ async fn run_client(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let runs = match args.security.as_str() {
+        "authn" => vec![Security::Authn],
+        "rbac" => vec![Security::Rbac],
+        "both" => vec![Security::Authn, Security::Rbac],
+        other => bail!("unknown security {other:?}: authn, rbac or both"),
+    };
+    for security in runs {
+        run(&args, security).await?;
+    }
+    Ok(())
+}
+
+/// One run: a fresh store and server guarded by `security`, and the clients against it.
+async fn run(args: &Args, security: Security) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let client = match args.store.as_str() {
         "embedded" => Client::new(EmbeddedStore::open(
@@ -200,7 +256,7 @@ async fn main() -> Result<()> {
         other => bail!("unknown store {other:?}: embedded or memory"),
     };
     client.bootstrap().await?;
-    let (address, ca_pem) = start_server(client, dir.path()).await?;
+    let (address, ca_pem) = start_server(client, dir.path(), security).await?;
     let config = RemoteConfig {
         server: format!("https://{address}"),
         ca_pem: Some(ca_pem),
@@ -223,7 +279,12 @@ async fn main() -> Result<()> {
     let elapsed = start.elapsed();
     let samples = std::mem::take(&mut *samples.lock().await);
     let calls = samples.create.len() + samples.get.len() + samples.list.len();
-    let suffix = format!("clients={} store={}", args.clients, args.store);
+    let suffix = format!(
+        "clients={} store={} security={}",
+        args.clients,
+        args.store,
+        security.name()
+    );
     for (name, mut list) in [
         ("create", samples.create),
         ("get", samples.get),

@@ -14,13 +14,12 @@
 //! authentication (no `user`) or authorization (`403`) included. The user (and, for an
 //! impersonated request, the `impersonatedUser`) and the request's verb and object come from the
 //! [`RequestIdentity`] the authorization layer puts on the response. A watch is logged when its
-//! stream starts (`ResponseStarted`). Lines are appended to a file opened in append mode, one
-//! `write` each, so that concurrent requests never interleave within a line.
+//! stream starts (`ResponseStarted`). Lines are buffered in memory and appended to the file
+//! (opened in append mode) by a writer thread every 10 ms, whole.
 
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -31,11 +30,46 @@ use serde_json::{Value, json};
 use crate::authn::UserInfo;
 use crate::authz::{RequestIdentity, RequestInfo};
 
-/// Where audit lines go.
+/// How often the writer thread appends what requests have logged.
+const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Where audit lines go: a file, written by a thread of its own so that requests never wait
+/// for the disk (nor wake a thread): requests append their lines to a buffer, which the writer
+/// takes and appends to the file every [`WRITE_INTERVAL`]; the last clone of the log to go
+/// writes what is left.
 #[derive(Clone)]
 pub struct AuditLog {
     path: PathBuf,
-    file: Arc<Mutex<File>>,
+    shared: std::sync::Arc<Shared>,
+}
+
+/// What the log's clones and its writer thread share.
+struct Shared {
+    pending: std::sync::Mutex<Vec<u8>>,
+    file: std::sync::Mutex<File>,
+}
+
+impl Shared {
+    /// Appends what was logged to the file.
+    fn flush(&self, path: &Path) {
+        let batch = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if batch.is_empty() {
+            return;
+        }
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A line that cannot be written must not fail the request it records.
+        if let Err(error) = file.write_all(&batch) {
+            eprintln!("audit log {}: {error}", path.display());
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -47,11 +81,12 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Appends to the file at `path` (created, only its owner may read it).
+    /// Appends to the file at `path` (created, only its owner may read it). The writer thread
+    /// ends once the last clone of the log is dropped.
     ///
     /// # Errors
     ///
-    /// The file cannot be opened.
+    /// The file cannot be opened, or the writer thread cannot be started.
     pub fn open(path: &Path) -> std::io::Result<AuditLog> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let file = std::fs::OpenOptions::new()
@@ -59,9 +94,24 @@ impl AuditLog {
             .append(true)
             .mode(0o600)
             .open(path)?;
+        let shared = std::sync::Arc::new(Shared {
+            pending: std::sync::Mutex::new(Vec::new()),
+            file: std::sync::Mutex::new(file),
+        });
+        let writer = std::sync::Arc::clone(&shared);
+        let shown = path.to_owned();
+        std::thread::Builder::new()
+            .name("audit-log".to_owned())
+            .spawn(move || {
+                // Every interval, until no log is left but the thread's own reference.
+                while std::sync::Arc::strong_count(&writer) > 1 {
+                    std::thread::sleep(WRITE_INTERVAL);
+                    writer.flush(&shown);
+                }
+            })?;
         Ok(AuditLog {
             path: path.to_owned(),
-            file: Arc::new(Mutex::new(file)),
+            shared,
         })
     }
 
@@ -70,15 +120,25 @@ impl AuditLog {
         &self.path
     }
 
-    /// Writes one event as a line.
+    /// Logs one event.
     fn write(&self, event: &Value) {
-        let mut line = event.to_string();
-        line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        // An audit line that cannot be written must not fail the request it records; the
-        // error is reported on standard error instead.
-        if let Err(error) = file.write_all(line.as_bytes()) {
-            eprintln!("audit log {}: {error}", self.path.display());
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *pending, event);
+        pending.push(b'\n');
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        // The last log (beside the writer thread's reference) writes what is left, so that a
+        // process stopping right after does not lose the last lines.
+        if std::sync::Arc::strong_count(&self.shared) <= 2 {
+            self.shared.flush(&self.path);
         }
     }
 }
@@ -169,4 +229,54 @@ pub async fn audit(State(log): State<AuditLog>, request: Request, next: Next) ->
     }
     log.write(&event);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_request_is_a_line_written_by_the_time_the_log_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        let router = Router::new()
+            .route("/api/v1/namespaces/a/pods", get(|| async { "[]" }))
+            .layer(axum::middleware::from_fn_with_state(log.clone(), audit));
+        for uri in ["/api/v1/namespaces/a/pods?limit=5", "/healthz"] {
+            let request = http::Request::get(uri)
+                .header("user-agent", "test/1")
+                .body(Body::empty())
+                .unwrap();
+            router.clone().oneshot(request).await.unwrap();
+        }
+        drop(router);
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(events.len(), 2, "{text}");
+        assert_eq!(events[0]["kind"], "Event");
+        assert_eq!(events[0]["apiVersion"], "audit.k8s.io/v1");
+        assert_eq!(events[0]["verb"], "list");
+        assert_eq!(events[0]["objectRef"]["resource"], "pods");
+        assert_eq!(events[0]["objectRef"]["namespace"], "a");
+        assert_eq!(events[0]["responseStatus"]["code"], 200);
+        assert_eq!(events[0]["userAgent"], "test/1");
+        assert!(
+            events[0].get("user").is_none(),
+            "no authentication layer, no user"
+        );
+        assert_eq!(events[1]["verb"], "get");
+        assert_eq!(events[1]["requestURI"], "/healthz");
+        assert_eq!(events[1]["responseStatus"]["code"], 404);
+        assert!(events[1].get("objectRef").is_none());
+    }
 }

@@ -88,6 +88,14 @@ impl RbacCache {
         }
     }
 
+    /// Whether every cache has its first list.
+    pub fn is_ready(&self) -> bool {
+        self.roles.is_ready()
+            && self.cluster_roles.is_ready()
+            && self.role_bindings.is_ready()
+            && self.cluster_role_bindings.is_ready()
+    }
+
     /// Waits until every cache has its first list.
     pub async fn wait_until_ready(&self) {
         self.roles.wait_until_ready().await;
@@ -100,7 +108,9 @@ impl RbacCache {
     /// [`READY_TIMEOUT`] without them, over what is cached: a store that cannot be watched
     /// grants less, never more).
     pub async fn authorizer(&self) -> Arc<Authorizer> {
-        let _ = tokio::time::timeout(READY_TIMEOUT, self.wait_until_ready()).await;
+        if !self.is_ready() {
+            let _ = tokio::time::timeout(READY_TIMEOUT, self.wait_until_ready()).await;
+        }
         let generation = self.generation.load(Ordering::Acquire);
         let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((at, authorizer)) = built.as_ref()
