@@ -35,7 +35,7 @@ const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10)
 
 /// Where audit lines go: a file, written by a thread of its own so that requests never wait
 /// for the disk (nor wake a thread): requests append their lines to a buffer, which the writer
-/// takes and appends to the file every [`WRITE_INTERVAL`]; the last clone of the log to go
+/// takes and appends to the file every 10 ms; the last clone of the log to go
 /// writes what is left.
 #[derive(Clone)]
 pub struct AuditLog {
