@@ -587,6 +587,46 @@ async fn callers_without_a_grant_are_refused_every_verb_on_every_resource() {
         &node_probes,
     )
     .await;
+    // NodeRestriction on its own Node: no restricted labels, no taint changes; other labels are
+    // its business.
+    for (patch, expected) in [
+        (
+            json!({"metadata": {"labels": {"node-restriction.kubernetes.io/trusted": "yes"}}}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            json!({"metadata": {"labels": {"example.com/zone": "a"}}}),
+            StatusCode::OK,
+        ),
+        (
+            json!({"status": {"capacity": {"pods": "110"}}}),
+            StatusCode::OK,
+        ),
+    ] {
+        let path = if patch.get("status").is_some() {
+            "/api/v1/nodes/n1/status"
+        } else {
+            "/api/v1/nodes/n1"
+        };
+        let (status, answer) = call_with(
+            &cluster.router,
+            "node-1-token",
+            Method::PATCH,
+            path,
+            &[("content-type", "application/merge-patch+json")],
+            Some(patch.clone()),
+        )
+        .await;
+        assert_eq!(
+            status, expected,
+            "node n1 patching its Node with {patch}: {answer}"
+        );
+    }
+
     // ... while its own pod, secret, Node and account tokens work.
     for (method, path, body, expected) in [
         (

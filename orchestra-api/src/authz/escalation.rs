@@ -41,8 +41,9 @@ fn bad_request(message: impl Into<String>) -> StatusError {
     StatusError::new(StatusReason::BadRequest, message)
 }
 
-/// The object the request would store: its body, or for a patch the current object patched.
-async fn written_object(
+/// The object the request would store: its body, or for a patch the current object patched
+/// (for a server-side apply, the applied configuration).
+pub(super) async fn written_object(
     client: &Client,
     info: &RequestInfo,
     headers: &HeaderMap,

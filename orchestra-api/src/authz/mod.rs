@@ -226,7 +226,7 @@ pub async fn authorize(
             return with_identity(response, &caller, &user, Some(&info));
         }
         if let Some(node_name) = node_name(&attributes)
-            && let Err(error) = node::admit(&authz.client, node_name, &info, &bytes).await
+            && let Err(error) = node::admit(&authz.client, node_name, &info, &parts.headers, &bytes).await
         {
             return with_identity(failure(&error), &caller, &user, Some(&info));
         }

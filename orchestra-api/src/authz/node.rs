@@ -145,6 +145,14 @@ pub async fn authorize(
 /// Whether [`admit`] must see the body of a node's request.
 pub fn reads_body(info: &RequestInfo) -> bool {
     let core = info.api_group.is_empty();
+    if info.is_resource_request
+        && core
+        && info.resource == "nodes"
+        && matches!(info.verb.as_str(), "update" | "patch")
+        && matches!(info.subresource.as_deref(), None | Some("status"))
+    {
+        return true;
+    }
     info.is_resource_request
         && info.verb == "create"
         && ((core && info.resource == "nodes" && info.subresource.is_none())
@@ -154,8 +162,14 @@ pub fn reads_body(info: &RequestInfo) -> bool {
             || (info.api_group == "coordination.k8s.io" && info.resource == "leases"))
 }
 
-/// NodeRestriction: a node creates only its own Node and Lease, and asks tokens only bound to
-/// its pods.
+/// The prefix of the Node labels a node may not set on itself (Kubernetes'
+/// `node-restriction.kubernetes.io/`): labels an administrator sets to mark nodes that workloads
+/// can then trust, which a compromised node must not be able to claim.
+pub const RESTRICTED_LABEL_PREFIX: &str = "node-restriction.kubernetes.io/";
+
+/// NodeRestriction: a node creates only its own Node and Lease, asks tokens only bound to its
+/// pods, and, updating its Node, changes neither its taints nor the labels under
+/// [`RESTRICTED_LABEL_PREFIX`].
 ///
 /// # Errors
 ///
@@ -164,6 +178,7 @@ pub async fn admit(
     client: &Client,
     node: &str,
     info: &RequestInfo,
+    headers: &http::HeaderMap,
     body: &[u8],
 ) -> Result<(), StatusError> {
     if !reads_body(info) {
@@ -175,6 +190,41 @@ pub async fn admit(
             format!("node {node:?} is not allowed to {why}"),
         ))
     };
+    if info.resource == "nodes" && info.verb != "create" {
+        // Writes of the status subresource change neither labels nor spec.
+        if info.subresource.is_some() {
+            return Ok(());
+        }
+        let written = super::escalation::written_object(client, info, headers, body).await?;
+        let current = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .get(node)
+            .await?;
+        let current = serde_json::to_value(&current)
+            .map_err(|error| StatusError::internal(error.to_string()))?;
+        let restricted = |object: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+            object["metadata"]["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(key, _)| key.starts_with(RESTRICTED_LABEL_PREFIX))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        };
+        if restricted(&written) != restricted(&current) {
+            return refuse(format!(
+                "modify labels under {RESTRICTED_LABEL_PREFIX} of its Node"
+            ));
+        }
+        let taints = |object: &serde_json::Value| object["spec"]["taints"].clone();
+        let no_taints = |value: &serde_json::Value| {
+            value.is_null() || value.as_array().is_some_and(Vec::is_empty)
+        };
+        let (new, old) = (taints(&written), taints(&current));
+        if new != old && !(no_taints(&new) && no_taints(&old)) && written.get("spec").is_some() {
+            return refuse("modify the taints of its Node".to_owned());
+        }
+        return Ok(());
+    }
     if info.resource == "nodes" || info.resource == "leases" {
         let kind = if info.resource == "nodes" {
             "Node"
