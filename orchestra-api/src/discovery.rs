@@ -127,6 +127,7 @@ fn review_resources() -> Vec<ApiResource> {
                 "subjectaccessreviews" => "SubjectAccessReview",
                 "localsubjectaccessreviews" => "LocalSubjectAccessReview",
                 "selfsubjectrulesreviews" => "SelfSubjectRulesReview",
+                "tokenreviews" => "TokenReview",
                 _ => "SelfSubjectReview",
             };
             ApiResource {

@@ -309,6 +309,8 @@ kinds! {
         k8s_rs_pb::api::authentication::v1::SelfSubjectReview, none;
     "authentication.k8s.io/v1" "TokenRequest" =>
         k8s_rs_pb::api::authentication::v1::TokenRequest, none;
+    "authentication.k8s.io/v1" "TokenReview" =>
+        k8s_rs_pb::api::authentication::v1::TokenReview, none;
 }
 
 // The generated `serde` code writes a few `IntOrString` fields (HTTPGetAction.port,

@@ -168,9 +168,16 @@ impl ApiServerBuilder {
             "compiler": "rustc",
             "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
         });
+        // TokenReviews are answered by the authorization layer with the server's authenticator.
+        let authorization = match (self.authorization, &self.authentication) {
+            (Some(authorization), Some(authentication)) => {
+                Some(authorization.with_authentication(authentication.clone()))
+            }
+            (authorization, _) => authorization,
+        };
         ApiServer {
             authentication: self.authentication,
-            authorization: self.authorization,
+            authorization,
             audit: self.audit,
             state: Arc::new(ServerState {
                 client: self.client,

@@ -913,6 +913,50 @@ async fn impersonation_reviews_and_escalation_follow_the_bindings() {
         "{rules}"
     );
 
+    // TokenReview: who a token is, for those allowed to ask (system:auth-delegator's grant).
+    let token = pod_token(&cluster, "a", "worker", "on-n1").await;
+    let reviews = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let review = |token: &str| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::POST,
+        reviews,
+        &[],
+        Some(review(&token)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"]["authenticated"], true, "{body}");
+    assert_eq!(body["status"]["user"]["username"], worker);
+    assert!(
+        body["status"]["user"]["extra"]
+            .to_string()
+            .contains("on-n1"),
+        "the bound pod: {body}"
+    );
+    let (status, body) = call_with(
+        router,
+        "admin-token",
+        Method::POST,
+        reviews,
+        &[],
+        Some(review("garbage")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"]["authenticated"], false, "{body}");
+    let (status, _) = call_with(
+        router,
+        "nobody-token",
+        Method::POST,
+        reviews,
+        &[],
+        Some(review(&token)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "token reviews need a grant");
+
     // Escalation: jane administers `a`; she may bind `view` and write roles she holds, not
     // bind `cluster-admin` nor write a role with more than she holds.
     let jane = [("impersonate-user", "jane")];

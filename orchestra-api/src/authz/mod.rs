@@ -22,7 +22,8 @@
 //!    its own Node, and ask tokens only for the pods bound to it);
 //! 6. answers the access reviews itself ([`reviews`]: `SelfSubjectAccessReview`,
 //!    `SubjectAccessReview`, `LocalSubjectAccessReview`, `SelfSubjectRulesReview`,
-//!    `SelfSubjectReview`), the way `kubectl auth can-i` and `kubectl auth whoami` ask them.
+//!    `SelfSubjectReview`, `TokenReview`), the way `kubectl auth can-i` and `kubectl auth
+//!    whoami` ask them, and webhook authenticators (Vault, other clusters) check tokens.
 //!
 //! The user and the request's description go on in the request's extensions, and are copied into
 //! the response's for the [`crate::audit`] log.
@@ -73,6 +74,8 @@ pub const NODE_USER_PREFIX: &str = "system:node:";
 pub struct Authorization {
     client: Client,
     rbac: Arc<RbacCache>,
+    /// The server's authenticator, for TokenReviews.
+    authentication: Option<crate::authn::Authentication>,
 }
 
 impl fmt::Debug for Authorization {
@@ -88,7 +91,19 @@ impl Authorization {
         Authorization {
             rbac: Arc::new(RbacCache::start(client.clone())),
             client,
+            authentication: None,
         }
+    }
+
+    /// Answers TokenReviews with this authenticator (the server's own: [`crate::ApiServerBuilder`]
+    /// sets it when it has both); without one they fail with 503.
+    #[must_use]
+    pub fn with_authentication(
+        mut self,
+        authentication: crate::authn::Authentication,
+    ) -> Authorization {
+        self.authentication = Some(authentication);
+        self
     }
 
     /// The cache of RBAC objects decisions are made on.
@@ -226,7 +241,8 @@ pub async fn authorize(
             return with_identity(response, &caller, &user, Some(&info));
         }
         if let Some(node_name) = node_name(&attributes)
-            && let Err(error) = node::admit(&authz.client, node_name, &info, &parts.headers, &bytes).await
+            && let Err(error) =
+                node::admit(&authz.client, node_name, &info, &parts.headers, &bytes).await
         {
             return with_identity(failure(&error), &caller, &user, Some(&info));
         }

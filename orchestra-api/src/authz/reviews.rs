@@ -8,6 +8,7 @@
 //! | `/apis/authorization.k8s.io/v1/namespaces/<ns>/localsubjectaccessreviews` | the same, in one namespace |
 //! | `/apis/authorization.k8s.io/v1/selfsubjectrulesreviews` | what may I do in this namespace? (`kubectl auth can-i --list`) |
 //! | `/apis/authentication.k8s.io/v1/selfsubjectreviews` | who am I? (`kubectl auth whoami`) |
+//! | `/apis/authentication.k8s.io/v1/tokenreviews` | whose is this token? (webhook authenticators) |
 //!
 //! Each is authorized like any request first (`create` on the review resource: Kubernetes'
 //! default `system:basic-user` role grants the self reviews to every authenticated user). The
@@ -35,12 +36,13 @@ const AUTHORIZATION_GROUP: &str = "authorization.k8s.io";
 const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
 
 /// The review resources, as `(group, plural, namespaced)`.
-pub const REVIEWS: [(&str, &str, bool); 5] = [
+pub const REVIEWS: [(&str, &str, bool); 6] = [
     (AUTHORIZATION_GROUP, "selfsubjectaccessreviews", false),
     (AUTHORIZATION_GROUP, "subjectaccessreviews", false),
     (AUTHORIZATION_GROUP, "localsubjectaccessreviews", true),
     (AUTHORIZATION_GROUP, "selfsubjectrulesreviews", false),
     (AUTHENTICATION_GROUP, "selfsubjectreviews", false),
+    (AUTHENTICATION_GROUP, "tokenreviews", false),
 ];
 
 /// Whether the request is one of the reviews.
@@ -83,6 +85,7 @@ pub async fn answer(
         "subjectaccessreviews" => subject_access(authz, headers, body).await,
         "localsubjectaccessreviews" => local_access(authz, info, headers, body).await,
         "selfsubjectrulesreviews" => self_rules(authz, user, headers, body).await,
+        "tokenreviews" => token_review(authz, headers, body).await,
         _ => self_subject(user, headers, body),
     };
     Some(outcome.unwrap_or_else(|error| failure(&error)))
@@ -290,5 +293,69 @@ fn self_subject(
             extra: Some(user.extra.clone()).filter(|extra| !extra.is_empty()),
         }),
     });
+    Ok(created(&review))
+}
+
+/// A TokenReview: who the token in `spec.token` authenticates as, by the server's authenticator.
+/// Audience-scoped reviews (`spec.audiences`) are answered unauthenticated, with the reason:
+/// the authenticator checks tokens for the API server's own audiences only.
+async fn token_review(
+    authz: &Authorization,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<Response, StatusError> {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus};
+    let mut review: TokenReview = decode(headers, body)?;
+    let Some(authentication) = &authz.authentication else {
+        return Err(StatusError::new(
+            StatusReason::ServiceUnavailable,
+            "this server has no authenticator to review tokens with",
+        ));
+    };
+    let token = review.spec.token.clone().unwrap_or_default();
+    let status = if review
+        .spec
+        .audiences
+        .as_ref()
+        .is_some_and(|a| !a.is_empty())
+    {
+        TokenReviewStatus {
+            authenticated: Some(false),
+            error: Some("audience-scoped token reviews are not supported".to_owned()),
+            ..TokenReviewStatus::default()
+        }
+    } else {
+        let mut presented = http::HeaderMap::new();
+        let user = match http::HeaderValue::from_str(&format!("Bearer {token}")) {
+            Ok(value) if !token.is_empty() => {
+                presented.insert(http::header::AUTHORIZATION, value);
+                authentication.user_of(&presented).await
+            }
+            _ => Ok(None),
+        };
+        match user {
+            Ok(Some(user)) => TokenReviewStatus {
+                authenticated: Some(true),
+                user: Some(ReviewUserInfo {
+                    username: Some(user.name),
+                    uid: Some(user.uid).filter(|uid| !uid.is_empty()),
+                    groups: Some(user.groups),
+                    extra: Some(user.extra).filter(|extra| !extra.is_empty()),
+                }),
+                ..TokenReviewStatus::default()
+            },
+            Ok(None) => TokenReviewStatus {
+                authenticated: Some(false),
+                error: Some("no token to review".to_owned()),
+                ..TokenReviewStatus::default()
+            },
+            Err(error) => TokenReviewStatus {
+                authenticated: Some(false),
+                error: Some(error.to_string()),
+                ..TokenReviewStatus::default()
+            },
+        }
+    };
+    review.status = Some(status);
     Ok(created(&review))
 }

@@ -1005,6 +1005,18 @@ fn component_roles() -> Vec<ClusterRole> {
             ],
         ),
         cluster_role(
+            "system:auth-delegator",
+            &[],
+            vec![
+                resource_rule(&["create"], "authentication.k8s.io", &["tokenreviews"]),
+                resource_rule(
+                    &["create"],
+                    "authorization.k8s.io",
+                    &["subjectaccessreviews"],
+                ),
+            ],
+        ),
+        cluster_role(
             "system:kubelet-api-admin",
             &[],
             vec![
@@ -1071,6 +1083,8 @@ fn component_roles() -> Vec<ClusterRole> {
 ///   updates, patches and deletes every resource (the garbage collector's need, as Kubernetes'
 ///   `system:controller:generic-garbage-collector`) and creates what Orchestra's controllers create (one
 ///   identity for every controller: Kubernetes' per-controller service accounts are not made);
+/// - `system:auth-delegator` (not bound): creating `tokenreviews` and `subjectaccessreviews`, for
+///   services that delegate authentication and authorization to the API server;
 /// - `system:kubelet-api-admin`, bound to the user [`KUBELET_CLIENT_USER`]: every verb on
 ///   the nodes' own endpoints (`nodes/proxy`, `nodes/log`, ...), what the API server needs to read
 ///   pods' logs from node agents;
