@@ -270,6 +270,37 @@ async fn dispatch(State(state): State<Arc<ServerState>>, request: Request) -> Re
     respond(outcome)
 }
 
+/// Service-account issuer discovery (Kubernetes' `/.well-known/openid-configuration`): the
+/// issuer of the service-account tokens and where its keys are, so that other systems (cloud
+/// identity federation, other clusters) can verify the tokens of this cluster's pods.
+fn openid_configuration(state: &ServerState) -> Outcome {
+    let issuer = state.client.token_issuer().ok_or_else(not_served)?;
+    let issuer = issuer.issuer().trim_end_matches('/').to_owned();
+    Ok(crate::response::json(
+        StatusCode::OK,
+        &json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/openid/v1/jwks"),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        }),
+    ))
+}
+
+/// The public keys of the service-account token issuer, as a JSON Web Key Set
+/// (`/openid/v1/jwks`).
+fn openid_keys(state: &ServerState) -> Outcome {
+    let issuer = state.client.token_issuer().ok_or_else(not_served)?;
+    let key = issuer.key().verifying_key().jwk();
+    let mut response = crate::response::json(StatusCode::OK, &json!({"keys": [key]}));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    Ok(response)
+}
+
 async fn route(
     state: &Arc<ServerState>,
     method: &Method,
@@ -298,6 +329,8 @@ async fn route(
             }
             "/openapi/v3" => return Ok(json_bytes(StatusCode::OK, state.openapi.index().to_vec())),
             "/openapi/v2" => return openapi_v2(state, headers),
+            "/.well-known/openid-configuration" => return openid_configuration(state),
+            "/openid/v1/jwks" => return openid_keys(state),
             _ => {}
         }
         if let Some(document) = trimmed.strip_prefix("/openapi/v3/") {

@@ -957,6 +957,37 @@ async fn impersonation_reviews_and_escalation_follow_the_bindings() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "token reviews need a grant");
 
+    // Service-account issuer discovery, for service accounts: the issuer and its key.
+    let (status, body) = call_with(
+        router,
+        &token,
+        Method::GET,
+        "/.well-known/openid-configuration",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["issuer"], cluster.issuer.issuer());
+    let (status, body) = call_with(router, &token, Method::GET, "/openid/v1/jwks", &[], None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keys"][0]["kid"], cluster.issuer.key().key_id());
+    assert_eq!(body["keys"][0]["alg"], "ES256");
+    let (status, _) = call_with(
+        router,
+        "nobody-token",
+        Method::GET,
+        "/openid/v1/jwks",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the keys are for service accounts"
+    );
+
     // Escalation: jane administers `a`; she may bind `view` and write roles she holds, not
     // bind `cluster-admin` nor write a role with more than she holds.
     let jane = [("impersonate-user", "jane")];

@@ -1005,6 +1005,14 @@ fn component_roles() -> Vec<ClusterRole> {
             ],
         ),
         cluster_role(
+            "system:service-account-issuer-discovery",
+            &[],
+            vec![url_rule(
+                &["get"],
+                &["/.well-known/openid-configuration", "/openid/v1/jwks"],
+            )],
+        ),
+        cluster_role(
             "system:auth-delegator",
             &[],
             vec![
@@ -1083,6 +1091,8 @@ fn component_roles() -> Vec<ClusterRole> {
 ///   updates, patches and deletes every resource (the garbage collector's need, as Kubernetes'
 ///   `system:controller:generic-garbage-collector`) and creates what Orchestra's controllers create (one
 ///   identity for every controller: Kubernetes' per-controller service accounts are not made);
+/// - `system:service-account-issuer-discovery`, bound to `system:serviceaccounts`: reading
+///   `/.well-known/openid-configuration` and `/openid/v1/jwks`;
 /// - `system:auth-delegator` (not bound): creating `tokenreviews` and `subjectaccessreviews`, for
 ///   services that delegate authentication and authorization to the API server;
 /// - `system:kubelet-api-admin`, bound to the user [`KUBELET_CLIENT_USER`]: every verb on
@@ -1257,6 +1267,10 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
         subject.name = KUBELET_CLIENT_USER.to_owned();
     }
     let bindings = vec![
+        cluster_binding(
+            "system:service-account-issuer-discovery",
+            &["system:serviceaccounts"],
+        ),
         kubelet_api_admin,
         user_binding(SCHEDULER_USER),
         user_binding(CONTROLLER_MANAGER_USER),
