@@ -361,7 +361,7 @@ fn random_token() -> Result<String, AuthnError> {
 
 /// The user name of the agent of node `node`: `system:node:<node>`.
 pub fn node_user(node: &str) -> String {
-    format!("system:node:{node}")
+    format!("{}{node}", crate::authz::NODE_USER_PREFIX)
 }
 
 /// The group of node agents.

@@ -64,7 +64,7 @@ use crate::server::MAX_BODY_BYTES;
 pub const PRIVILEGED_GROUP: &str = crate::authn::MASTERS_GROUP;
 
 /// The group of node agents.
-pub const NODES_GROUP: &str = "system:nodes";
+pub const NODES_GROUP: &str = crate::authn::NODES_GROUP;
 
 /// The prefix of a node agent's user name: `system:node:<node name>`.
 pub const NODE_USER_PREFIX: &str = "system:node:";
