@@ -155,10 +155,15 @@ async fn populate(cluster: &Cluster) {
     let worker = Attributes::resource("system:serviceaccount:a:worker", "list", "", "pods")
         .with_groups(["system:serviceaccounts", "system:authenticated"])
         .in_namespace("a");
+    until_allowed(cluster, &worker).await;
+}
+
+/// Waits until the authorizer allows `attributes` (its cache follows the store by watches).
+async fn until_allowed(cluster: &Cluster, attributes: &Attributes) {
     for _ in 0..200 {
         if cluster
             .authz
-            .authorize_attributes(&worker, None)
+            .authorize_attributes(attributes, None)
             .await
             .is_allowed()
         {
@@ -166,7 +171,7 @@ async fn populate(cluster: &Cluster) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the authorizer never saw the bindings");
+    panic!("the authorizer never allowed {attributes:?}");
 }
 
 /// A pod-bound token of `account` in `namespace` for pod `pod`, asked through the API.
@@ -1004,17 +1009,7 @@ async fn impersonation_reviews_and_escalation_follow_the_bindings() {
         "rolebindings",
     )
     .in_namespace("a");
-    for _ in 0..200 {
-        if cluster
-            .authz
-            .authorize_attributes(&jane_attributes, None)
-            .await
-            .is_allowed()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_allowed(&cluster, &jane_attributes).await;
     let binding = |name: &str, role: &str| {
         json!({
             "metadata": {"name": name},

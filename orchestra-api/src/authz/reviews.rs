@@ -186,14 +186,22 @@ async fn subject_access(
     body: &[u8],
 ) -> Result<Response, StatusError> {
     let mut review: SubjectAccessReview = decode(headers, body)?;
-    check_subject(&review.spec)?;
-    let attributes = spec_attributes(
-        &review.spec,
-        review.spec.user.as_deref().unwrap_or_default(),
-        review.spec.groups.as_deref().unwrap_or_default(),
-    )?;
-    review.status = Some(decide(authz, &attributes).await);
+    review.status = Some(subject_status(authz, &review.spec).await?);
     Ok(created(&review))
+}
+
+/// The answer to a review of another subject (`spec.user`, `spec.groups`).
+async fn subject_status(
+    authz: &Authorization,
+    spec: &SubjectAccessReviewSpec,
+) -> Result<SubjectAccessReviewStatus, StatusError> {
+    check_subject(spec)?;
+    let attributes = spec_attributes(
+        spec,
+        spec.user.as_deref().unwrap_or_default(),
+        spec.groups.as_deref().unwrap_or_default(),
+    )?;
+    Ok(decide(authz, &attributes).await)
 }
 
 async fn local_access(
@@ -203,7 +211,6 @@ async fn local_access(
     body: &[u8],
 ) -> Result<Response, StatusError> {
     let mut review: LocalSubjectAccessReview = decode(headers, body)?;
-    check_subject(&review.spec)?;
     let namespace = info.namespace.clone().unwrap_or_default();
     if let Some(resource) = review.spec.resource_attributes.as_mut() {
         match resource.namespace.as_deref() {
@@ -220,12 +227,7 @@ async fn local_access(
             "spec.nonResourceAttributes: Invalid value: disallowed on this kind of request",
         ));
     }
-    let attributes = spec_attributes(
-        &review.spec,
-        review.spec.user.as_deref().unwrap_or_default(),
-        review.spec.groups.as_deref().unwrap_or_default(),
-    )?;
-    review.status = Some(decide(authz, &attributes).await);
+    review.status = Some(subject_status(authz, &review.spec).await?);
     Ok(created(&review))
 }
 
